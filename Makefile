@@ -1,0 +1,38 @@
+# Two commands (see README): `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv on first use. torch==2.13.0 goes in first: on CPU machines a bare
+# `torch` requirement would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.hsp-installed
+
+.PHONY: demo test venv tools bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# promtool (Debian's `prometheus` package) is needed by the deploy tests; CI runs as root.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool missing: install Debian's 'prometheus' package (deploy tests will skip outside CI)"; fi; }
+	@# The Debian package starts a system Prometheus on :9090 under systemd hosts; tests use their own ports.
+
+demo: venv
+	$(BIN)/hsp train
+
+test: venv tools
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q tests
+
+bench: venv
+	$(BIN)/python bench/planner_bench.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

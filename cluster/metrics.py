@@ -1,0 +1,67 @@
+"""Prometheus series exported by the `hsp train` / `hsp rl` driver.
+
+`SERIES` is the single source of truth: the README table, the alert rules, the Grafana
+dashboard and the Helm chart are checked against it by tests, so names cannot drift.
+Base units in names (`_seconds`, `_bytes`, `_total` for counters) and low-cardinality
+labels only (`sp_degree`, `rank`, `strategy`), never per-sequence ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+STEP_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    kind: str  # "counter" | "gauge" | "histogram"
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+SERIES: tuple[Series, ...] = (
+    Series("hsp_step_duration_seconds", "histogram", "Measured wall seconds of a training step (driver view)."),
+    Series("hsp_steps_total", "counter", "Training steps finished."),
+    Series("hsp_solve_seconds", "gauge", "Planner seconds spent on the latest step's plan.", ("strategy",)),
+    Series("hsp_step_predicted_seconds", "gauge", "Cost-model predicted seconds of the latest step."),
+    Series("hsp_step_measured_seconds", "gauge", "Measured seconds of the latest step (slowest rank)."),
+    Series("hsp_prediction_error_ratio", "gauge", "|predicted - measured| / measured for the latest step."),
+    Series("hsp_tokens_total", "counter", "Tokens processed (forward+backward)."),
+    Series("hsp_loss", "gauge", "Training loss of the latest step."),
+    Series("hsp_sp_groups", "gauge", "SP groups of each degree in the latest step's plan (summed over micro-batches).", ("sp_degree",)),
+    Series("hsp_imbalance_ratio", "gauge", "Slowest group / mean group measured seconds in the latest step."),
+    Series("hsp_peak_memory_bytes", "gauge", "Peak memory of each rank in the latest step (RSS on CPU, allocated on CUDA).", ("rank",)),
+    Series("hsp_worker_restarts_total", "counter", "Worker-group rebuilds after a failure."),
+    Series("hsp_planner_fallbacks_total", "counter", "Steps whose plan missed the deadline and used the fast fallback."),
+    Series("hsp_last_step_timestamp_seconds", "gauge", "Unix time at which the latest step finished."),
+    Series("hsp_rl_reward", "gauge", "Mean reward of the latest RL step (hsp rl)."),
+)
+
+
+class Metrics:
+    """The driver's metric objects, registered on their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self._metrics = {}
+        for s in SERIES:
+            # prometheus_client appends _total to counters itself
+            name = s.name[: -len("_total")] if s.kind == "counter" else s.name
+            if s.kind == "counter":
+                metric = Counter(name, s.help, s.labels, registry=self.registry)
+            elif s.kind == "gauge":
+                metric = Gauge(name, s.help, s.labels, registry=self.registry)
+            else:
+                metric = Histogram(name, s.help, s.labels, buckets=STEP_BUCKETS_S, registry=self.registry)
+            self._metrics[s.name] = metric
+
+    def __getitem__(self, name: str):
+        return self._metrics[name]
+
+    def serve(self, port: int, host: str = "127.0.0.1"):
+        """Serve /metrics on host:port; returns (server, thread)."""
+        return start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,22 @@
+"""Pure step planning: lengths + ClusterSpec + CostModel -> StepPlan. No torch, no ray."""
+
+from solver.cost import CostModel, FitReport, fit_cost_model, load_preset, preset_cluster, preset_names
+from solver.plan import GroupPlan, MicroBatchPlan, PlanError, StepPlan, make_plan, validate
+from solver.spec import ClusterSpec, is_power_of_two
+
+__all__ = [
+    "ClusterSpec",
+    "CostModel",
+    "FitReport",
+    "GroupPlan",
+    "MicroBatchPlan",
+    "PlanError",
+    "StepPlan",
+    "fit_cost_model",
+    "is_power_of_two",
+    "load_preset",
+    "make_plan",
+    "preset_cluster",
+    "preset_names",
+    "validate",
+]
