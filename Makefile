@@ -17,13 +17,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# promtool (Debian's `prometheus` package) is needed by the deploy tests; CI runs as root.
+# promtool and the prometheus server (Debian's `prometheus` package) are needed by the
+# deploy tests; CI runs as root. The package's own service is stopped: the tests start
+# their own server on a free loopback port with temporary storage.
 tools:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "promtool missing: install Debian's 'prometheus' package (deploy tests will skip outside CI)"; fi; }
-	@# The Debian package starts a system Prometheus on :9090 under systemd hosts; tests use their own ports.
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+	    && { systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	  else echo "promtool/prometheus missing: install Debian's 'prometheus' package (deploy tests skip outside CI, fail under CI=true)"; fi; }
 
 demo: venv
 	$(BIN)/hsp train

@@ -3,6 +3,9 @@
 from solver.cost import CostModel, FitReport, fit_cost_model, load_preset, preset_cluster, preset_names
 from solver.plan import GroupPlan, MicroBatchPlan, PlanError, StepPlan, make_plan, validate
 from solver.spec import ClusterSpec, is_power_of_two
+from solver.bounds import lower_bound
+from solver.planner import Planner, plan
+from solver.strategies import STRATEGIES
 
 __all__ = [
     "ClusterSpec",
@@ -11,11 +14,15 @@ __all__ = [
     "GroupPlan",
     "MicroBatchPlan",
     "PlanError",
+    "Planner",
+    "STRATEGIES",
     "StepPlan",
     "fit_cost_model",
     "is_power_of_two",
     "load_preset",
+    "lower_bound",
     "make_plan",
+    "plan",
     "preset_cluster",
     "preset_names",
     "validate",

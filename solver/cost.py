@@ -236,18 +236,23 @@ def fit_cost_model(
 
     Each sample is one group running one sequence of `length` tokens at `degree` in one
     micro-batch, so its time is b1 + (a1 s^2 + a2 s)/d + k_d s/d with k_d = 16 L H / bw[d].
+    `length` may also be a list of lengths: a group running that packed stream, whose
+    time is b1 + sum over its sequences of the same terms (as `group_time_s` predicts).
     Non-negative least squares (scipy.optimize.nnls) keeps every coefficient >= 0.
     Memory and shape fields (act bytes, params, layers, hidden) come from `template`.
     """
     from scipy.optimize import nnls
 
-    data = np.asarray(list(samples), dtype=np.float64)
-    if data.ndim != 2 or data.shape[0] < 3:
-        raise ValueError(f"need at least 3 (length, degree, seconds) samples to fit, got {len(data)}")
-    s, d, t = data[:, 0], data[:, 1].astype(int), data[:, 2]
+    rows = [(np.atleast_1d(np.asarray(length, dtype=np.float64)), int(degree), float(t)) for length, degree, t in samples]
+    if len(rows) < 3:
+        raise ValueError(f"need at least 3 (length, degree, seconds) samples to fit, got {len(rows)}")
+    s1 = np.array([r[0].sum() for r in rows])  # tokens of the group
+    s2 = np.array([(r[0] ** 2).sum() for r in rows])  # sum of squared sequence lengths
+    d = np.array([r[1] for r in rows])
+    t = np.array([r[2] for r in rows])
     comm_degrees = sorted({int(x) for x in d if x > 1})
-    columns = [np.ones_like(s), s * s / d, s / d]
-    columns += [np.where(d == k, s / d, 0.0) for k in comm_degrees]
+    columns = [np.ones_like(s1), s2 / d, s1 / d]
+    columns += [np.where(d == k, s1 / d, 0.0) for k in comm_degrees]
     design = np.stack(columns, axis=1)
     # scale columns so nnls is well conditioned
     scale = np.maximum(np.abs(design).max(axis=0), 1e-30)

@@ -31,6 +31,10 @@ class PlanError(ValueError):
         more = f"\n  ... and {len(violations) - 20} more" if len(violations) > 20 else ""
         super().__init__(f"invalid plan ({len(violations)} violation(s)):\n  - {shown}{more}")
 
+    def __reduce__(self):
+        # pickled across processes (Ray) by its violations, not by the formatted message
+        return (PlanError, (self.violations,))
+
 
 @dataclass(frozen=True)
 class GroupPlan:

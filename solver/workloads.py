@@ -169,7 +169,9 @@ class TruncatedParetoSource(LengthSource):
 
     def __init__(self, name: str, *, min_len: int, alpha: float, max_len: int) -> None:
         if not (0 < min_len < max_len and alpha > 0):
-            raise ValueError(f"Pareto workload needs 0 < min_len < max_len and alpha > 0, got {min_len}, {max_len}, {alpha}")
+            raise ValueError(
+                f"Pareto workload needs 0 < min_len < max_len and alpha > 0, got {min_len}, {max_len}, {alpha}"
+            )
         self.name, self.min_len, self.alpha, self.max_len = name, min_len, alpha, max_len
         self.description = (
             f"SYNTHETIC truncated Pareto: P(len > x) ~ x^-{alpha:g} for {min_len:,} <= x <= {max_len:,}"
@@ -192,7 +194,9 @@ class LognormalSource(LengthSource):
 
     def __init__(self, name: str, *, median_len: int, sigma: float, max_len: int) -> None:
         if not (0 < median_len < max_len and sigma > 0):
-            raise ValueError(f"lognormal workload needs 0 < median < max_len and sigma > 0")
+            raise ValueError(
+                f"lognormal workload needs 0 < median < max_len and sigma > 0, got {median_len}, {max_len}, {sigma}"
+            )
         self.name, self.median_len, self.sigma, self.max_len = name, median_len, sigma, max_len
         self.description = f"SYNTHETIC lognormal: median {median_len:,}, log-sd {sigma:g}, at most {max_len:,}"
 

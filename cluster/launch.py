@@ -1,0 +1,158 @@
+"""Ray plumbing: join or start a cluster, place one actor per rank, rendezvous, and
+run a step on all ranks with bounded waiting.
+
+A failed rank (killed process, actor error, timeout) surfaces as `WorkerFailure`
+as soon as Ray reports it: the driver does not wait for survivors stuck in a
+collective, it kills the whole group and builds a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from cluster.actors import WorkerActor
+
+log = logging.getLogger("hsp.train")
+
+
+class WorkerFailure(RuntimeError):
+    """A rank died, raised, or missed its deadline; the group must be rebuilt."""
+
+    def __init__(self, rank: int | None, reason: str):
+        self.rank = rank
+        super().__init__(f"rank {rank if rank is not None else '?'}: {reason}")
+
+
+@dataclass
+class RaySession:
+    """Whether this process started Ray (and must stop it) or joined one."""
+
+    owned: bool
+
+    def close(self) -> None:
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+
+
+def connect(address: str, num_workers: int, cpus_per_worker: float) -> RaySession:
+    """Join `address`, reuse an already initialised Ray (tests), or start an embedded
+    local cluster on loopback with enough CPUs for every rank."""
+    if ray.is_initialized():
+        return RaySession(owned=False)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    quiet = {"log_to_driver": True, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **quiet)
+        return RaySession(owned=False)
+    num_cpus = max(os.cpu_count() or 1, int(num_workers * cpus_per_worker + 0.999))
+    # address="local" never attaches to another cluster running on this machine
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    return RaySession(owned=True)
+
+
+class WorkerGroup:
+    """One WorkerActor per rank in a placement group, joined into one torch.distributed
+    world. Created once per run (and again only after a failure)."""
+
+    def __init__(
+        self,
+        *,
+        num_workers: int,
+        worker_config,
+        data_spec,
+        cpus_per_worker: float,
+        gpus_per_worker: float,
+        setup_timeout_s: float,
+    ):
+        self.num_workers = num_workers
+        bundle = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+        self.pg = placement_group([dict(bundle) for _ in range(num_workers)], strategy="PACK")
+        self.actors = []
+        try:
+            if not _ready(self.pg.ready(), setup_timeout_s):
+                raise WorkerFailure(
+                    None,
+                    f"Ray could not place {num_workers} workers of {bundle} within {setup_timeout_s:.0f}s; "
+                    f"the cluster has {ray.available_resources()} available: lower --num-workers or add nodes",
+                )
+            for rank in range(num_workers):
+                strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=rank)
+                options = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker, "scheduling_strategy": strategy}
+                self.actors.append(WorkerActor.options(**options).remote(data_spec))
+            rendezvous = self._get([self.actors[0].rendezvous_address.remote()], setup_timeout_s)[0]
+            config_ref = ray.put(worker_config)
+            calls = [a.setup.remote(r, num_workers, rendezvous, config_ref) for r, a in enumerate(self.actors)]
+            self.pids = self._get(calls, setup_timeout_s)
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def dispatch(self, plan, indices) -> list:
+        """Start `plan` over samples `indices` on every rank; returns the pending refs."""
+        # plan and indices are a few KB: passed by value they travel inline with the
+        # task, which is cheaper than a round trip through the object store
+        return [a.run_step.remote(plan, indices) for a in self.actors]
+
+    def gather(self, refs: list, timeout_s: float) -> list:
+        """Every rank's RankResult (ordered by rank); a failed rank raises WorkerFailure."""
+        return self._get(refs, timeout_s)
+
+    def state_dicts(self, timeout_s: float) -> list[dict]:
+        return self._get([a.state_dict.remote() for a in self.actors], timeout_s)
+
+    def load_state_dicts(self, states: list[dict], timeout_s: float) -> None:
+        self._get([a.load_state_dict.remote(s) for a, s in zip(self.actors, states)], timeout_s)
+
+    def shutdown(self, graceful: bool = False) -> None:
+        """Kill every actor (survivors of a failure may sit in a collective) and free
+        the placement group."""
+        if graceful and self.actors:
+            try:
+                ray.get([a.shutdown.remote() for a in self.actors], timeout=10)
+            except Exception as err:  # the group is going away either way
+                log.debug("graceful worker shutdown failed: %s", err)
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors = []
+        remove_placement_group(self.pg)
+
+    def _get(self, refs: list, timeout_s: float) -> list:
+        """Results of `refs` in order; the first failure raises WorkerFailure at once."""
+        rank_of = {ref: i for i, ref in enumerate(refs)}
+        results: dict = {}
+        pending = list(refs)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                late = sorted(rank_of[r] for r in pending)
+                raise WorkerFailure(late[0], f"no answer within {timeout_s:.0f}s (ranks {late} still busy)")
+            ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
+            for ref in ready:
+                try:
+                    results[ref] = ray.get(ref)
+                except RayActorError as err:
+                    raise WorkerFailure(rank_of[ref], f"actor died ({type(err).__name__})") from err
+                except RayTaskError as err:
+                    if isinstance(err.cause, ValueError):
+                        # bad input (an invalid plan, bad data) fails the same way on every
+                        # retry: stop with the rank's own message instead of rebuilding
+                        raise err.cause from None
+                    raise WorkerFailure(rank_of[ref], f"raised {err.cause!r}") from err
+        return [results[r] for r in refs]
+
+
+def _ready(ref, timeout_s: float) -> bool:
+    try:
+        ray.get(ref, timeout=timeout_s)
+        return True
+    except GetTimeoutError:
+        return False

@@ -1,0 +1,320 @@
+"""The driver loop of `hsp train`.
+
+Per step: the data cursor picks sample indices, the planner (already working on this
+step while the previous one ran) turns their lengths into a StepPlan, the plan and the
+indices go to every rank, and the rank reports come back. Predicted and measured
+times are compared every step; a failed rank rebuilds the group from the last
+checkpoint, up to `train.max_restarts` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from cluster import checkpoint
+from cluster.launch import WorkerFailure, WorkerGroup
+from solver.plan import validate
+
+log = logging.getLogger("hsp.train")
+
+DRIFT_EMA = 0.2
+"""Weight of the newest step in the running measured/predicted ratio."""
+
+
+@dataclass
+class StepRecord:
+    """One finished step, as written to history.jsonl."""
+
+    step: int
+    loss: float
+    num_tokens: int
+    predicted_s: float
+    calibrated_predicted_s: float
+    measured_s: float
+    wall_s: float
+    solve_s: float
+    plan_wait_s: float
+    overhead_s: float
+    imbalance: float
+    fallback: bool
+    plan: str
+    sp_groups: dict[int, int]
+    peak_memory_bytes: list[int]
+    timestamp_s: float
+    restarts: int
+    materialise_s: float = 0.0
+    """Slowest rank's seconds turning indices into tokens (part of overhead_s)."""
+    in_actor_s: float = 0.0
+    """Slowest rank's seconds inside its actor call; wall_s minus this is Ray transport."""
+
+
+@dataclass
+class RunState:
+    """Driver state that a checkpoint carries besides the ranks' own state."""
+
+    history: list[dict] = field(default_factory=list)
+    drift: float = 1.0
+    """Running measured/predicted step-time ratio (the cost model's online rescale)."""
+    restarts: int = 0
+    recoveries: list[dict] = field(default_factory=list)
+    first_plan: dict | None = None
+    """The StepPlan of the first step of the run, for the Gantt chart."""
+
+    def to_dict(self) -> dict:
+        return {
+            "history": self.history,
+            "drift": self.drift,
+            "restarts": self.restarts,
+            "recoveries": self.recoveries,
+            "first_plan": self.first_plan,
+        }
+
+
+class Scheduler:
+    """Runs steps [start, num_steps) on a WorkerGroup it owns."""
+
+    def __init__(self, *, config, spec, cost, dataset, data_spec, cursor, worker_config, metrics, planner_factory):
+        self.config, self.spec, self.cost = config, spec, cost
+        self.dataset, self.data_spec, self.cursor = dataset, data_spec, cursor
+        self.worker_config, self.metrics = worker_config, metrics
+        self.planner_factory = planner_factory
+        self.state = RunState()
+        self.saved_step: int | None = None
+        """Step of the checkpoint this run wrote or resumed from (None: restart from scratch)."""
+        self.callbacks: list[Callable[["Scheduler", StepRecord], None]] = []
+        self.group: WorkerGroup | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def run(self, progress=None) -> RunState:
+        step = self._start()
+        planner = self._new_planner(step)
+        try:
+            while True:
+                try:
+                    if step >= self.config.train.steps:
+                        self._save(step)  # final checkpoint: --resume with more --steps continues
+                        break
+                    step = self._advance(step, planner, progress)
+                except WorkerFailure as failure:
+                    planner.close()
+                    step = self._recover(failure, step)
+                    planner = self._new_planner(step)
+                    if progress is not None:
+                        progress.n = step
+                        progress.refresh()
+        finally:
+            planner.close()
+            if self.group is not None:
+                self.group.shutdown(graceful=True)
+                self.group = None
+        return self.state
+
+    def _advance(self, step: int, planner, progress) -> int:
+        """Run `step`, checkpoint if due, report; returns the next step."""
+        record = self._one_step(step, planner)
+        step += 1
+        every = self.config.train.checkpoint_every
+        if every and step % every == 0 and step < self.config.train.steps:
+            self._save(step)
+        if progress is not None:
+            progress.set_postfix_str(_progress_line(record), refresh=False)
+            progress.update(1)
+        for callback in self.callbacks:
+            callback(self, record)
+        return step
+
+    def _start(self) -> int:
+        self.group = self._build_group()
+        if not self.config.train.resume:
+            return 0
+        path = checkpoint.checkpoint_dir(self.config.train.run_dir) / checkpoint.LATEST
+        payload = checkpoint.load(self.config.train.run_dir)
+        if payload is None:
+            log.warning("--resume: %s does not exist, starting from step 0", path)
+            return 0
+        checkpoint.check_resumable(
+            payload, fingerprint=self.dataset.fingerprint(), num_workers=self.spec.num_ranks, path=path
+        )
+        self._restore(payload)
+        log.info("resumed from %s at step %d", path, payload["step"])
+        return int(payload["step"])
+
+    def _build_group(self) -> WorkerGroup:
+        c = self.config
+        return WorkerGroup(
+            num_workers=c.cluster.num_workers,
+            worker_config=self.worker_config,
+            data_spec=self.data_spec,
+            cpus_per_worker=c.cluster.cpus_per_worker,
+            gpus_per_worker=c.cluster.gpus_per_worker,
+            setup_timeout_s=max(120.0, c.train.collective_timeout_s),
+        )
+
+    def _new_planner(self, step: int):
+        planner = self.planner_factory()
+        if step < self.config.train.steps:
+            planner.submit(step, self.lengths(step))
+        return planner
+
+    def lengths(self, step: int) -> np.ndarray:
+        return self.dataset.lengths[self.cursor.indices(step)]
+
+    # ---- one step -----------------------------------------------------------------------
+
+    def _one_step(self, step: int, planner) -> StepRecord:
+        wait_start = time.perf_counter()
+        plan = planner.result(step)
+        plan_wait_s = time.perf_counter() - wait_start
+        validate(plan, self.lengths(step), self.spec, self.cost)  # a bad plan stops here, not on the ranks
+        start = time.perf_counter()
+        pending = self.group.dispatch(plan, self.cursor.indices(step))
+        if step + 1 < self.config.train.steps:
+            # planned while this step runs; submitted after the dispatch so the ranks
+            # get their work before the planner thread competes for the CPU
+            planner.submit(step + 1, self.lengths(step + 1))
+        results = self.group.gather(pending, timeout_s=self.config.train.step_timeout_s)
+        wall_s = time.perf_counter() - start
+        reports = [r.report for r in results]
+        if self.state.first_plan is None:
+            self.state.first_plan = {"step": step + 1, "plan": plan.to_dict(), "lengths": self.lengths(step).tolist()}
+        record = self._record(step, plan, reports, wall_s, plan_wait_s)
+        record.materialise_s = max(r.materialise_s for r in results)
+        record.in_actor_s = max(r.in_actor_s for r in results)
+        self.state.history.append(record.__dict__ | {"sp_groups": {str(k): v for k, v in record.sp_groups.items()}})
+        self._update_metrics(record, plan)
+        return record
+
+    def _record(self, step, plan, reports, wall_s, plan_wait_s) -> StepRecord:
+        measured_s = max(r.step_s for r in reports)
+        ratio = measured_s / plan.predicted_s if plan.predicted_s > 0 else 1.0
+        calibrated = plan.predicted_s * self.state.drift  # predicted with the rescale known before this step
+        self.state.drift = (1 - DRIFT_EMA) * self.state.drift + DRIFT_EMA * ratio
+        groups: dict[int, int] = {}
+        for mb in plan.micro_batches:
+            for g in mb.groups:
+                groups[g.degree] = groups.get(g.degree, 0) + 1
+        return StepRecord(
+            step=step + 1,
+            loss=float(reports[0].loss),
+            num_tokens=int(reports[0].num_tokens),
+            predicted_s=float(plan.predicted_s),
+            calibrated_predicted_s=float(calibrated),
+            measured_s=float(measured_s),
+            wall_s=float(wall_s),
+            solve_s=float(plan.solve_s),
+            plan_wait_s=float(plan_wait_s),
+            overhead_s=float(plan_wait_s + max(0.0, wall_s - measured_s)),
+            imbalance=imbalance(plan, reports),
+            fallback=bool(plan.fallback),
+            plan=plan.summary(),
+            sp_groups=dict(sorted(groups.items())),
+            peak_memory_bytes=[int(r.peak_memory_bytes) for r in reports],
+            timestamp_s=time.time(),
+            restarts=self.state.restarts,
+        )
+
+    def _update_metrics(self, r: StepRecord, plan) -> None:
+        m = self.metrics
+        m["hsp_step_duration_seconds"].observe(r.wall_s)
+        m["hsp_steps_total"].inc()
+        m["hsp_solve_seconds"].labels(strategy=plan.strategy).set(r.solve_s)
+        m["hsp_step_predicted_seconds"].set(r.predicted_s)
+        m["hsp_step_measured_seconds"].set(r.measured_s)
+        m["hsp_prediction_error_ratio"].set(abs(r.predicted_s - r.measured_s) / r.measured_s if r.measured_s else 0.0)
+        m["hsp_tokens_total"].inc(r.num_tokens)
+        m["hsp_loss"].set(r.loss)
+        for degree in self.spec.degrees:  # absent degrees read 0, not a stale value
+            m["hsp_sp_groups"].labels(sp_degree=str(degree)).set(r.sp_groups.get(degree, 0))
+        m["hsp_imbalance_ratio"].set(r.imbalance)
+        for rank, peak in enumerate(r.peak_memory_bytes):
+            m["hsp_peak_memory_bytes"].labels(rank=str(rank)).set(peak)
+        if r.fallback:
+            m["hsp_planner_fallbacks_total"].inc()
+        m["hsp_last_step_timestamp_seconds"].set(r.timestamp_s)
+
+    # ---- checkpoints and recovery -------------------------------------------------------------
+
+    def _save(self, step: int) -> None:
+        states = self.group.state_dicts(timeout_s=self.config.train.step_timeout_s)
+        checkpoint.save(
+            self.config.train.run_dir,
+            step=step,
+            rank_states=states,
+            driver=self.state.to_dict(),
+            fingerprint=self.dataset.fingerprint(),
+        )
+        self.saved_step = step
+
+    def _restore(self, payload: dict) -> None:
+        self.group.load_state_dicts(payload["rank_states"], timeout_s=self.config.train.step_timeout_s)
+        driver = payload["driver"]
+        self.state = RunState(
+            history=list(driver["history"]),
+            drift=float(driver["drift"]),
+            restarts=int(driver["restarts"]),
+            recoveries=list(driver["recoveries"]),
+            first_plan=driver["first_plan"],
+        )
+        self.saved_step = int(payload["step"])
+
+    def _recover(self, failure: WorkerFailure, step: int) -> int:
+        """Rebuild the group and return the step to continue from."""
+        restarts = self.state.restarts + 1
+        limit = self.config.train.max_restarts
+        if self.group is not None:
+            self.group.shutdown()
+            self.group = None
+        if restarts > limit:
+            raise RuntimeError(
+                f"step {step + 1} failed ({failure}) and the worker group was already rebuilt {limit} time(s) "
+                "(train.max_restarts); fix the cause or raise train.max_restarts"
+            ) from failure
+        event = {"at_step": step + 1, "error": str(failure), "time_s": time.time()}
+        recoveries = self.state.recoveries + [event]
+        self.metrics["hsp_worker_restarts_total"].inc()
+        self.group = self._build_group()
+        if self.saved_step is None:
+            # no checkpoint yet in this run: a fresh group is exactly the initial state
+            self.state = RunState(restarts=restarts, recoveries=recoveries)
+            resume_at = 0
+        else:
+            self._restore(checkpoint.load(self.config.train.run_dir))
+            self.state.restarts, self.state.recoveries = restarts, recoveries
+            resume_at = self.saved_step
+        event["resumed_at_step"] = resume_at
+        log.warning(
+            "worker failure at step %d: %s; rebuilt the worker group (restart %d/%d), continuing from step %d",
+            step + 1, failure, restarts, limit, resume_at,
+        )
+        return resume_at
+
+
+def imbalance(plan, reports) -> float:
+    """Slowest group / mean group measured seconds, summed over micro-batches.
+
+    A group's time in a micro-batch is its slowest member's; idle groups are left out.
+    """
+    slowest = mean = 0.0
+    for m, mb in enumerate(plan.micro_batches):
+        times = [
+            max(reports[r].micro_batches[m]["total_s"] for r in g.ranks) for g in mb.groups if g.seq_ids
+        ]
+        if times:
+            slowest += max(times)
+            mean += sum(times) / len(times)
+    return slowest / mean if mean > 0 else 1.0
+
+
+def _progress_line(r: StepRecord) -> str:
+    tokens_per_s = r.num_tokens / r.wall_s if r.wall_s > 0 else math.nan
+    return (
+        f"loss {r.loss:.3f} | {tokens_per_s:,.0f} tok/s | {r.plan} | solve {r.solve_s * 1e3:.1f} ms | "
+        f"step pred {r.calibrated_predicted_s * 1e3:.0f} / meas {r.measured_s * 1e3:.0f} ms"
+    )

@@ -1,0 +1,174 @@
+"""`hsp train` end to end: check the config (before Ray starts), start or join Ray,
+serve metrics, run the scheduler, write the run directory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cluster.config import TrainConfig, cluster_spec
+from cluster.metrics import Metrics
+
+log = logging.getLogger("hsp.train")
+
+
+@dataclass
+class Prepared:
+    """Everything derived from the config without touching Ray."""
+
+    config: TrainConfig
+    spec: object
+    cost: object
+    data_spec: object
+    dataset: object
+    cursor: object
+    worker_config: object
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Validate everything that can be validated locally; raises ValueError naming the
+    key, the value and the fix."""
+    from hsp.data import PAD, VOCAB_SIZE, DataCursor, DataSpec, open_dataset
+    from hsp.engine.config import WorkerConfig
+    from hsp.model.gpt import GPTConfig
+
+    cost = config.planner.load_cost()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = cluster_spec(config, cost)
+    m = config.model
+    model = GPTConfig(
+        vocab_size=VOCAB_SIZE,
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        num_heads=m.num_heads,
+        max_seq_len=m.max_seq_len,
+        init_seed=config.train.seed,
+    )
+    capacity = cost.token_capacity(spec)
+    worker_config = WorkerConfig(
+        model=model,
+        spec=spec,
+        cost_model=cost,
+        lr=config.train.lr,
+        weight_decay=config.train.weight_decay,
+        seed=config.train.seed,
+        backend=config.cluster.backend,
+        act_budget_bytes=int(capacity * cost.act_bytes_per_token),
+        collective_timeout_s=config.train.collective_timeout_s,
+        num_threads=max(1, int(config.cluster.cpus_per_worker)),
+        pad_token_id=PAD,
+    )
+    d = config.data
+    data_spec = DataSpec(
+        max_len=m.max_seq_len,
+        data_dir=str(Path(d.data_dir).resolve()) if d.data_dir else "",
+        seed=d.seed,
+        num_docs=d.num_docs,
+        reference_len=d.reference_len,
+    )
+    dataset = open_dataset(data_spec)
+    cursor = DataCursor(len(dataset.lengths), d.num_seqs_per_step, d.seed)
+    return Prepared(
+        config=config,
+        spec=spec,
+        cost=cost,
+        data_spec=data_spec,
+        dataset=dataset,
+        cursor=cursor,
+        worker_config=worker_config,
+        warnings=[str(w.message) for w in caught],
+    )
+
+
+def start_metrics(config: TrainConfig) -> tuple[Metrics, object | None]:
+    metrics = Metrics()
+    if config.metrics.port == 0:
+        return metrics, None
+    try:
+        server, _thread = metrics.serve(config.metrics.port, config.metrics.host)
+    except OSError as err:
+        raise ValueError(
+            f"cannot serve metrics on {config.metrics.host}:{config.metrics.port} ({err.strerror}); "
+            "pass another --metrics-port, or --metrics-port 0 to turn metrics off"
+        ) from None
+    return metrics, server
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    callbacks: tuple[Callable, ...] = (),
+    progress: bool = True,
+    out=sys.stdout,
+) -> dict:
+    """Run `config` and return the summary (also written to run_dir/summary.json)."""
+    from solver.planner import Planner
+
+    from cluster import report
+    from cluster.launch import connect
+    from cluster.scheduler import Scheduler
+
+    prepared = prepare(config)
+    for message in prepared.warnings:
+        log.warning("%s", message)
+    metrics, server = start_metrics(config)
+    session = None
+    try:
+        session = connect(config.cluster.address, config.cluster.num_workers, config.cluster.cpus_per_worker)
+        p = prepared
+
+        def planner_factory():
+            return Planner(p.spec, p.cost, strategy=config.planner.strategy, deadline_s=config.planner.deadline_s)
+
+        scheduler = Scheduler(
+            config=config,
+            spec=p.spec,
+            cost=p.cost,
+            dataset=p.dataset,
+            data_spec=p.data_spec,
+            cursor=p.cursor,
+            worker_config=p.worker_config,
+            metrics=metrics,
+            planner_factory=planner_factory,
+        )
+        scheduler.callbacks.extend(callbacks)
+        bar = _progress_bar(config, enabled=progress)
+        try:
+            state = scheduler.run(progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        if session is not None:
+            session.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    extra = {
+        "run_dir": str(Path(config.train.run_dir).resolve()),
+        "num_workers": config.cluster.num_workers,
+        "strategy": config.planner.strategy,
+        "cost_model": prepared.cost.name,
+        "capacity_tokens_per_rank": prepared.cost.token_capacity(prepared.spec),
+        "config": config.to_dict(),
+    }
+    summary = report.summarize(
+        state.history, restarts=state.restarts, recoveries=state.recoveries, drift=state.drift, extra=extra
+    )
+    report.write_run_dir(config.train.run_dir, history=state.history, summary=summary, first_plan=state.first_plan)
+    print(report.format_table(summary), file=out)
+    return summary
+
+
+def _progress_bar(config: TrainConfig, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.train.steps, desc="hsp train", unit="step", dynamic_ncols=True, file=sys.stderr)

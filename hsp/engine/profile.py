@@ -1,0 +1,251 @@
+"""`hsp profile`: measure this machine and fit the planner's CostModel.
+
+All ranks run the engine's own code path (`Worker.run_step`). For each sequence length
+s, one step holds one micro-batch per usable degree d; in it the N ranks are tiled by
+N/d groups of degree d, each running one sequence of s tokens, all at the same time
+(as in training, where every group of a micro-batch runs concurrently and shares the
+machine). A group's time is the slowest of its ranks (the all-to-alls keep them in
+step); the median over repeats and over the groups gives one (s, d, seconds) sample.
+`solver.cost.fit_cost_model` then fits a1 (s^2), a2 (s), the per-group fixed cost b1
+and the all-to-all bandwidth per degree by non-negative least squares.
+
+Raw all-to-all bandwidth per degree (all groups of that degree exchanging at once) is
+measured too and used where the fit finds no communication term; activation bytes per
+token are counted with saved-tensor hooks during one forward.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from hsp.engine.config import WorkerConfig
+from hsp.engine.worker import Worker
+from hsp.model.gpt import GPT, GPTConfig, pack_positions
+from hsp.parallel.comm import all_to_all_blocks
+from solver.cost import CostModel, FitReport, fit_cost_model
+from solver.plan import make_plan
+from solver.spec import ClusterSpec
+
+PROFILE_MEMORY_BYTES = 1 << 40
+"""The profile's own ClusterSpec memory: large, so no measured length is rejected."""
+
+
+@dataclass(kw_only=True)
+class ProfileConfig:
+    model: GPTConfig = field(default_factory=GPTConfig)
+    """The model to profile (the one training will run)."""
+    num_ranks: int = 4
+    """Ranks (processes) to profile with; degrees 1, 2, 4, ... up to this that divide the heads."""
+    lengths: tuple[int, ...] = (64, 128, 256, 512, 768, 1024, 1536, 2048)
+    """Sequence lengths measured at every degree, one sequence per group."""
+    packed_lengths: tuple[int, ...] = (16, 64, 256)
+    """Lengths also measured as packed streams of many sequences per group (as in training)."""
+    packed_tokens_per_rank: int = 1024
+    """Tokens per rank of a packed-stream measurement."""
+    num_repeats: int = 5
+    """Timed repeats per length (after one warm-up step); the median is kept."""
+    a2a_tokens: int = 2048
+    """Stream length (tokens) of the raw all-to-all bandwidth measurement."""
+    dtype: str = "float32"
+    """Parameter and activation dtype, as in training."""
+    backend: str = "auto"
+    """'auto', 'gloo' or 'nccl' (see WorkerConfig)."""
+    num_threads: int = 1
+    """torch threads per rank, as in training."""
+    name: str = "profiled"
+    """Name written into the CostModel."""
+
+    def __post_init__(self) -> None:
+        if self.num_ranks < 1:
+            raise ValueError(f"num_ranks must be >= 1, got {self.num_ranks}")
+        if not self.lengths or min(self.lengths) < 2:
+            raise ValueError(f"lengths must be non-empty and >= 2, got {self.lengths}")
+        if max(self.lengths) > self.model.max_seq_len:
+            raise ValueError(
+                f"longest profiled length {max(self.lengths)} > model max_seq_len={self.model.max_seq_len}; "
+                f"raise --max-seq-len or drop the long lengths"
+            )
+        if self.num_repeats < 1:
+            raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
+        if min(self.packed_lengths, default=2) < 2 or self.packed_tokens_per_rank < 1:
+            raise ValueError("packed_lengths must be >= 2 and packed_tokens_per_rank >= 1")
+        if (len(self.lengths) + len(self.packed_lengths)) * len(self.degrees) < 3:
+            raise ValueError("need at least 3 (length, degree) points to fit 3+ coefficients; add lengths")
+
+    @property
+    def degrees(self) -> list[int]:
+        out, d = [], 1
+        while d <= self.num_ranks:
+            if self.model.num_heads % d == 0:
+                out.append(d)
+            d *= 2
+        return out
+
+
+@dataclass
+class ProfileResult:
+    fit: FitReport
+    samples: list[tuple[list[int], int, float]]
+    """(lengths run by one group, degree, seconds) per measured point."""
+    a2a_bytes_per_s: dict[int, float]
+    """Raw all-to-all bandwidth per rank by degree."""
+    act_bytes_per_token: float
+    seconds: float
+    """Wall time of the whole profile."""
+
+
+def activation_bytes_per_token(model_cfg: GPTConfig, dtype: torch.dtype, length: int) -> float:
+    """Bytes autograd keeps for backward per token, counted with saved-tensor hooks
+    (each storage once: views of one tensor share it)."""
+    model = GPT(model_cfg).to(dtype)
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    tokens = torch.randint(0, model_cfg.vocab_size, (length,))
+    positions, cu = pack_positions([length])
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(tokens, positions, cu)
+        torch.nn.functional.cross_entropy(logits, tokens, reduction="sum")
+    total = sum(n for ptr, n in seen.items() if ptr not in params)  # weights are states, not activations
+    return total / length
+
+
+def _template(cfg: ProfileConfig, act_bytes: float, bandwidth: dict[int, float]) -> CostModel:
+    num_params = sum(p.numel() for p in GPT(cfg.model).parameters())
+    return CostModel(
+        name=cfg.name,
+        attn_s_per_token2=0.0,
+        linear_s_per_token=0.0,
+        group_fixed_s=0.0,
+        act_bytes_per_token=act_bytes,
+        num_params=float(num_params),
+        num_layers=cfg.model.num_layers,
+        hidden_size=cfg.model.hidden_size,
+        num_heads=cfg.model.num_heads,
+        a2a_bytes_per_s=bandwidth,
+    )
+
+
+def _progress(rank: int, text: str) -> None:
+    if rank == 0:
+        print(f"[hsp profile] {text}", file=sys.stderr, flush=True)
+
+
+def _measure_a2a(worker: Worker, cfg: ProfileConfig) -> dict[int, float]:
+    """Bytes per rank per second of one all-to-all, all groups of a degree at once."""
+    out = {}
+    m = cfg.model
+    for d in cfg.degrees[1:]:
+        first = worker.rank // d * d
+        group = worker.catalogue.get(first, d)
+        x = torch.randn(cfg.a2a_tokens // d, m.num_heads, m.head_dim, dtype=worker.config.torch_dtype, device=worker.device)
+        blocks = x.view(x.shape[0], d, m.num_heads // d, m.head_dim).transpose(0, 1)  # (d, T/d, H/d, hd)
+        times = []
+        for _ in range(cfg.num_repeats + 1):
+            dist.barrier()
+            start = time.perf_counter()
+            all_to_all_blocks(blocks, group, None)
+            times.append(time.perf_counter() - start)
+        seconds = torch.tensor([statistics.median(times[1:])], dtype=torch.float64)
+        dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+        out[d] = x.numel() * x.element_size() / float(seconds)
+        _progress(worker.rank, f"all-to-all degree {d}: {out[d] / 1e6:.1f} MB/s per rank")
+    return out
+
+
+def _points(cfg: ProfileConfig) -> list[tuple[int, int | None]]:
+    """(length, sequences per rank or None for one per group) of every measurement."""
+    return [(s, None) for s in cfg.lengths] + [(s, max(1, cfg.packed_tokens_per_rank // s)) for s in cfg.packed_lengths]
+
+
+def _measure_steps(worker: Worker, cfg: ProfileConfig, spec: ClusterSpec, cost: CostModel) -> list[tuple[list[int], int, float]]:
+    n = cfg.num_ranks
+    samples = []
+    points = _points(cfg)
+    for k, (s, per_rank) in enumerate(points):
+        layout, batch = [], []
+        for d in cfg.degrees:
+            count = 1 if per_rank is None else per_rank * d  # packed: the group holds d x tokens_per_rank
+            groups = []
+            for first in range(0, n - d + 1, d):
+                groups.append((first, d, list(range(len(batch), len(batch) + count))))
+                batch += [torch.randint(0, cfg.model.vocab_size, (s,)) for _ in range(count)]
+            layout.append(groups)
+        plan = make_plan(layout, np.full(len(batch), s), spec, cost, strategy="profile", solve_s=0.0, lower_bound_s=0.0)
+        times = []  # (repeat, micro-batch) -> this rank's seconds
+        for repeat in range(cfg.num_repeats + 1):
+            report = worker.run_step(plan, batch)
+            if repeat:  # the first step warms up allocators and kernels
+                times.append([mb["total_s"] for mb in report.micro_batches])
+        mine = torch.tensor(times, dtype=torch.float64)  # (repeats, degrees)
+        gathered = [torch.zeros_like(mine) for _ in range(n)]
+        dist.all_gather(gathered, mine)
+        every = torch.stack(gathered)  # (ranks, repeats, degrees)
+        for j, d in enumerate(cfg.degrees):
+            # a group's time is its slowest rank; then the median over repeats and groups
+            per_group = every[:, :, j].view(n // d, d, -1).amax(dim=1)  # (groups, repeats)
+            count = 1 if per_rank is None else per_rank * d
+            samples.append(([s] * count, d, float(per_group.median())))
+        _progress(worker.rank, f"[{k + 1}/{len(points)}] {'' if per_rank is None else f'{per_rank} x '}length {s}: " + ", ".join(
+            f"SP{d} {samples[-len(cfg.degrees) + j][2] * 1e3:.1f} ms" for j, d in enumerate(cfg.degrees)))
+    return samples
+
+
+def profile_rank(rank: int, world_size: int, rendezvous: str, cfg: ProfileConfig) -> ProfileResult | None:
+    """One rank of the profile (run by `hsp.testing.run_ranks`); rank 0 returns the result."""
+    start = time.perf_counter()
+    torch.manual_seed(rank)
+    act_bytes = activation_bytes_per_token(cfg.model, _dtype(cfg), max(cfg.lengths))
+    spec = ClusterSpec(num_ranks=world_size, ranks_per_node=world_size, num_heads=cfg.model.num_heads,
+                       device_memory_bytes=PROFILE_MEMORY_BYTES)
+    placeholder = _template(cfg, act_bytes, {d: 1e9 for d in cfg.degrees[1:]})
+    worker = Worker()
+    worker.setup(rank, world_size, rendezvous, WorkerConfig(
+        model=cfg.model, spec=spec, cost_model=placeholder, dtype=cfg.dtype, backend=cfg.backend,
+        num_threads=cfg.num_threads, collective_timeout_s=300.0, max_grad_norm=None))
+    _progress(rank, f"{world_size} ranks, degrees {cfg.degrees}, {worker.model.num_params():,} parameters, "
+                    f"{act_bytes:.0f} activation bytes/token")
+    try:
+        bandwidth = _measure_a2a(worker, cfg)
+        samples = _measure_steps(worker, cfg, spec, placeholder)
+    finally:
+        worker.shutdown()
+    if rank != 0:
+        return None
+    fit = fit_cost_model(samples, _template(cfg, act_bytes, bandwidth))
+    return ProfileResult(fit, samples, bandwidth, act_bytes, time.perf_counter() - start)
+
+
+def _dtype(cfg: ProfileConfig) -> torch.dtype:
+    from hsp.engine.config import DTYPES
+
+    return DTYPES[cfg.dtype]
+
+
+def run_profile(cfg: ProfileConfig, timeout_s: float = 3600.0) -> ProfileResult:
+    from hsp.testing import run_ranks
+
+    return run_ranks(profile_rank, cfg.num_ranks, (cfg,), timeout_s=timeout_s)[0]
+
+
+def residual_table(result: ProfileResult) -> str:
+    """Measured vs fitted seconds per sample, for the user to judge the fit."""
+    model = result.fit.model
+    lines = [f"{'group runs':>12} {'SP':>3} {'measured ms':>12} {'fitted ms':>10} {'error':>7}"]
+    for lengths, d, t in result.samples:
+        pred = model.group_time_s(lengths, d)
+        what = f"{len(lengths)} x {lengths[0]}" if len(lengths) > 1 else f"{lengths[0]}"
+        lines.append(f"{what:>12} {d:>3} {t * 1e3:>12.2f} {pred * 1e3:>10.2f} {(pred - t) / t:>+7.1%}")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""The process-group catalogue: every aligned power-of-two rank range a plan may use.
+
+torch.distributed requires every rank to call `new_group` for every group, in the
+same order, even for groups it is not part of. So all groups are created once at
+start-up, in a fixed order (degree ascending, then first rank ascending), and a plan
+only looks them up; nothing creates a group during a step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch.distributed as dist
+
+
+def catalogue_ranges(world_size: int, num_heads: int) -> list[tuple[int, int]]:
+    """(first_rank, degree) of every aligned power-of-two range of degree >= 2 dividing num_heads."""
+    out = []
+    degree = 2
+    while degree <= world_size:
+        if num_heads % degree == 0:
+            out += [(first, degree) for first in range(0, world_size - degree + 1, degree)]
+        degree *= 2
+    return out
+
+
+@dataclass
+class GroupCatalogue:
+    world_size: int
+    num_heads: int
+    groups: dict[tuple[int, int], object] = field(default_factory=dict)
+    """(first_rank, degree) -> ProcessGroup; degree-1 ranges need no group."""
+
+    @classmethod
+    def create(cls, world_size: int, num_heads: int, timeout_s: float) -> "GroupCatalogue":
+        """Collective: every rank must call this with the same arguments."""
+        catalogue = cls(world_size, num_heads)
+        for first, degree in catalogue_ranges(world_size, num_heads):
+            ranks = list(range(first, first + degree))
+            catalogue.groups[(first, degree)] = dist.new_group(ranks, timeout=timedelta(seconds=timeout_s))
+        return catalogue
+
+    def get(self, first_rank: int, degree: int):
+        """The group of ranks first_rank..first_rank+degree-1; None for degree 1."""
+        if degree == 1:
+            return None
+        if self.num_heads % degree:
+            raise ValueError(
+                f"sequence-parallel degree {degree} does not divide num_heads={self.num_heads}; "
+                f"use a degree among {sorted({d for _, d in self.groups} | {1})}"
+            )
+        try:
+            return self.groups[(first_rank, degree)]
+        except KeyError:
+            raise ValueError(
+                f"no process group for ranks {first_rank}..{first_rank + degree - 1}: groups must be aligned "
+                f"power-of-two ranges inside 0..{self.world_size - 1}"
+            ) from None

@@ -1,0 +1,90 @@
+"""Configuration of an `hsp rl` run (SFT warm-up + RL on a verifiable-reward task)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from hsp.rl.elbo import FORMS
+from hsp.rl.tasks import TASKS
+from hsp.rl.update import ALGOS
+
+
+@dataclass(kw_only=True)
+class RLConfig:
+    task: str = "sudoku4"
+    """Task name: sudoku4 or addition."""
+    algo: str = "bgpo"
+    """Policy objective: bgpo, full-elbo (VRPO-OL-style ELBO ratio) or diffu-grpo."""
+    mc_samples: int = 16
+    """n_t: Monte Carlo ELBO samples per response (must be 1 for diffu-grpo)."""
+    group_size: int = 8
+    """G: responses sampled per prompt (advantages are relative within a group)."""
+    prompts_per_step: int = 4
+    """Prompts per RL step; a step has prompts_per_step * group_size responses."""
+    steps: int = 30
+    """RL steps (batches of rollouts)."""
+    inner_steps: int = 1
+    """Optimizer updates per batch of rollouts (> 1 makes later updates off-policy)."""
+    lr: float = 1e-4
+    """RL learning rate (AdamW)."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip of every RL and SFT update."""
+    sft_steps: int = 200
+    """SFT warm-up steps (ignored with sft_checkpoint)."""
+    sft_batch_size: int = 64
+    """Sequences per SFT step."""
+    sft_lr: float = 2e-3
+    """SFT learning rate (AdamW, cosine decay to 10%)."""
+    sft_checkpoint: str | None = None
+    """Load SFT weights from this file instead of warming up (written by a previous run)."""
+    train_items: int = 2000
+    """Training-split items (SFT data and RL prompts)."""
+    test_items: int = 128
+    """Test-split items (disjoint seeds; overlapping prompts are dropped)."""
+    sample_steps: int | None = None
+    """Denoising steps of the sampler; None = half the response length."""
+    block_length: int | None = None
+    """Sampler block length; None = the whole response is one block."""
+    temperature: float = 1.0
+    """Rollout sampling temperature (evaluation is greedy)."""
+    elbo_form: str = "discrete"
+    """ELBO estimator: discrete (mask exactly l of L, weight L/l) or continuous (t ~ U, 1/t)."""
+    min_t: float = 1e-3
+    """Lower end of t for the continuous form and for SFT masking."""
+    clip_eps: float = 0.2
+    """PPO clip range of diffu-grpo's token ratios."""
+    act_budget_bytes: int = 64 * 2**20
+    """Saved-for-backward bytes a chunk of units may hold (see hsp.accumulate)."""
+    num_layers: int = 2
+    """Transformer blocks of the diffusion LM."""
+    hidden_size: int = 64
+    """Model width."""
+    num_heads: int = 4
+    """Attention heads."""
+    seed: int = 0
+    """Seed of the data split, init, SFT and RL randomness."""
+    eval_every: int = 10
+    """Evaluate test accuracy every this many RL steps (0 = only before and after RL)."""
+    num_threads: int = 2
+    """torch intra-op threads."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
+        if self.elbo_form not in FORMS:
+            raise ValueError(f"elbo_form must be one of {FORMS}, got {self.elbo_form!r}")
+        if self.algo == "diffu-grpo" and self.mc_samples != 1:
+            raise ValueError(f"diffu-grpo estimates log-likelihoods with one sample; got mc_samples={self.mc_samples}, pass --mc-samples 1")
+        if self.group_size < 2:
+            raise ValueError(f"group_size={self.group_size}: group-relative advantages need at least 2 responses per prompt")
+        for name in ("mc_samples", "prompts_per_step", "inner_steps", "train_items", "test_items", "act_budget_bytes", "num_threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("steps", "sft_steps", "eval_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,228 @@
+"""Choosing a micro-batch's group shape (how many groups of each degree) for `fast`.
+
+A shape is scored cheaply: the *explicit* sequences (those that need a degree > 1, or
+that take a sizeable share of the target time on one rank) are placed longest first
+into the shape's groups by earliest finish; the remaining short sequences are treated
+as a fluid of rank-seconds poured over all groups (a group of degree d absorbs d / r_d
+rank-seconds of it per second, r_d >= 1 being the fluid's all-to-all overhead at d).
+The score is the higher of the tallest explicit group and the fluid's level.
+
+Search: start from the shapes a fluid relaxation proposes for a few time budgets
+(every sequence on its smallest degree that runs it within the budget) and the
+one-degree shapes, then hill-climb: merge two groups of degree d into one of 2d, split
+one of 2d into two of d, grow a group of d into 2d with spare ranks, or shrink one.
+Degree-1 groups are always "whatever ranks are left", so every shape tiles N.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+BUDGET_SLACKS = (1.0, 1.1, 1.3, np.inf)
+"""Time budgets for the starting shapes, as multiples of the micro-batch's target time;
+inf gives the memory-minimal shape (every sequence on its smallest degree)."""
+EXPLICIT_SHARE = 0.4
+"""A degree-1 sequence is placed explicitly if it takes > this share of the target time."""
+MAX_CLIMB_STEPS = 12
+"""Hill-climb moves at most (each takes the best improving neighbour)."""
+
+
+class ShapeScorer:
+    """Scores shapes for one micro-batch: times (n, D), lengths (n,), min_idx (n,)."""
+
+    def __init__(self, times, lengths, min_idx, degrees, capacity, num_ranks):
+        self.times, self.lengths, self.min_idx = times, lengths, min_idx
+        self.degrees, self.capacity, self.num_ranks = tuple(degrees), capacity, num_ranks
+        self.deg = np.asarray(degrees, dtype=np.int64)
+        feasible = np.arange(len(degrees))[None, :] >= min_idx[:, None]  # (n, D)
+        work = np.where(feasible, times * self.deg[None, :], np.inf).min(axis=1)  # (n,) rank-seconds
+        shortest = np.where(feasible, times, np.inf).min(axis=1)
+        self.target = max(float(work.sum()) / num_ranks, float(shortest.max()))
+        explicit = (min_idx > 0) | (times[:, 0] > EXPLICIT_SHARE * self.target)
+        self.explicit = np.flatnonzero(explicit)
+        self.explicit = self.explicit[np.argsort(-lengths[self.explicit], kind="stable")]
+        fluid = ~explicit
+        self.fluid_s = float(times[fluid, 0].sum())
+        self.fluid_s_per_token = self.fluid_s / max(float(lengths[fluid].sum()), 1.0)
+        per_deg = times[fluid].sum(axis=0) * self.deg  # (D,) fluid rank-seconds on each degree
+        if fluid.any() and per_deg[0] > 0:
+            self.absorb = self.deg / (per_deg / per_deg[0])  # (D,) fluid rank-seconds per second
+        else:
+            self.absorb = self.deg.astype(np.float64)
+
+    def score(self, counts: np.ndarray) -> float:
+        group_idx = tiling(counts, self.degrees, self.num_ranks)
+        placed = self._explicit_loads(group_idx)
+        if placed is None:
+            return np.inf
+        loads, room = placed
+        return max(float(loads.max(initial=0.0)), self._fluid_level(group_idx, loads, room))
+
+    def _explicit_loads(self, group_idx: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        heaps: dict[int, list[tuple[float, int]]] = {}
+        for g, j in enumerate(group_idx):
+            heaps.setdefault(j, []).append((0.0, g))
+        loads = np.zeros(len(group_idx))
+        room = self.deg[np.asarray(group_idx)] * self.capacity  # (G,) token room
+        classes = sorted(heaps)
+        lengths, times, min_idx = self.lengths, self.times, self.min_idx
+        for i in self.explicit.tolist():
+            best = None
+            for j in classes:
+                if j < min_idx[i]:
+                    continue
+                heap = heaps[j]
+                if room[heap[0][1]] < lengths[i]:  # rare: look past full groups
+                    fits = [e for e in heap if room[e[1]] >= lengths[i]]
+                    if not fits:
+                        continue
+                    top = min(fits)
+                else:
+                    top = heap[0]
+                finish = top[0] + times[i, j]
+                if best is None or finish < best[0]:
+                    best = (finish, j, top)
+            if best is None:
+                return None
+            finish, j, top = best
+            heap = heaps[j]
+            if top == heap[0]:
+                heapq.heappop(heap)
+            else:
+                heap.remove(top)
+                heapq.heapify(heap)
+            g = top[1]
+            loads[g] = finish
+            room[g] -= lengths[i]
+            heapq.heappush(heaps[j], (finish, g))
+        return loads, room
+
+    def _fluid_level(self, group_idx: list[int], loads: np.ndarray, room: np.ndarray) -> float:
+        """Level L the fluid reaches: sum_g min(rate_g (L - load_g)+, cap_g) = fluid, where
+        cap_g is what the group's token room holds; inf if the rooms cannot hold it."""
+        if self.fluid_s <= 0:
+            return 0.0
+        rate = self.absorb[np.asarray(group_idx)]  # (G,)
+        cap = room * self.fluid_s_per_token  # (G,) rank-seconds of fluid each group's tokens allow
+        if cap.sum() < self.fluid_s * (1 - 1e-9):
+            return np.inf
+        # f(L) is piecewise linear: group g starts absorbing at load_g (slope += rate_g)
+        # and is full at load_g + cap_g / rate_g (slope -= rate_g)
+        xs = np.concatenate([loads, loads + cap / rate])  # (2G,)
+        ds = np.concatenate([rate, -rate])
+        order = np.argsort(xs, kind="stable")
+        xs, slope = xs[order], np.cumsum(ds[order])  # slope right after each breakpoint
+        filled = np.concatenate([[0.0], np.cumsum(slope[:-1] * np.diff(xs))])  # (2G,) f at each breakpoint
+        k = int(np.searchsorted(filled, self.fluid_s, side="left"))
+        if k >= len(xs):
+            return float(xs[-1])
+        if k == 0:
+            return float(xs[0])
+        return float(xs[k - 1] + (self.fluid_s - filled[k - 1]) / max(slope[k - 1], 1e-300))
+
+    def neighbours(self, counts: np.ndarray):
+        """Shapes one move away: merge two groups of degree d into one of 2d, split one
+        of 2d into two of d, grow a group of d to 2d with d spare ranks, or shrink one
+        of 2d to d, freeing d ranks. Degree-1 groups are the spare ranks (counts[0] = 0)."""
+        spare = self.num_ranks - int((counts * self.deg).sum())
+        for j in range(len(self.degrees) - 1):
+            if self.degrees[j + 1] != 2 * self.degrees[j]:
+                continue
+            d = int(self.deg[j])
+            have = spare if j == 0 else counts[j]
+            if have >= 2:  # merge
+                yield _moved(counts, j, -2 if j else 0, 1)
+            if counts[j + 1] >= 1:  # split
+                yield _moved(counts, j, 2 if j else 0, -1)
+            if j > 0 and counts[j] >= 1 and spare >= d:  # grow
+                yield _moved(counts, j, -1, 1)
+            if j > 0 and counts[j + 1] >= 1:  # shrink
+                yield _moved(counts, j, 1, -1)
+
+
+def _moved(counts: np.ndarray, j: int, delta_j: int, delta_up: int) -> np.ndarray:
+    out = counts.copy()
+    out[j] += delta_j
+    out[j + 1] += delta_up
+    return out
+
+
+def search_shape(scorer: ShapeScorer, climb_steps: int = MAX_CLIMB_STEPS) -> list[np.ndarray]:
+    """Shapes (group counts per degree, spare ranks as degree 1) best first; with
+    climb_steps 0 only the starting shapes are scored."""
+    starts = []
+    for slack in BUDGET_SLACKS:
+        counts = fluid_counts(scorer, scorer.target * slack)
+        if counts is not None:
+            starts.append(counts)
+    starts += uniform_shapes(scorer)
+    if not starts:
+        return []
+    scored = {tuple(c): scorer.score(c) for c in starts}
+    current = min(starts, key=lambda c: scored[tuple(c)])
+    for _ in range(climb_steps):
+        best = None
+        for cand in scorer.neighbours(current):
+            key = tuple(cand)
+            if key not in scored:
+                scored[key] = scorer.score(cand)
+            if scored[key] < scored[tuple(current)] - 1e-12 and (best is None or scored[key] < scored[tuple(best)]):
+                best = cand
+        if best is None:
+            break
+        current = best
+    ranked = sorted(scored.items(), key=lambda kv: kv[1])
+    return [np.asarray(k) for k, v in ranked if np.isfinite(v)]
+
+
+def uniform_shapes(scorer: ShapeScorer) -> list[np.ndarray]:
+    """One degree for the whole micro-batch (as many groups as fit, spare ranks as degree
+    1), for every degree that holds its longest sequence: batch-ada's shapes."""
+    out = []
+    for j in range(int(scorer.min_idx.max()), len(scorer.degrees)):
+        if j == 0:
+            out.append(np.zeros(len(scorer.degrees), dtype=np.int64))
+            continue
+        counts = np.zeros(len(scorer.degrees), dtype=np.int64)
+        counts[j] = scorer.num_ranks // int(scorer.deg[j])
+        out.append(counts)
+    return out
+
+
+def fluid_counts(scorer: ShapeScorer, budget: float) -> np.ndarray | None:
+    """Groups per degree when every sequence takes its smallest degree that runs it
+    within `budget`: max(ceil(time_d / budget), ceil(tokens_d / (d C)), #{t > budget/2}),
+    shrunk degree by degree (smallest first) until the shape fits in N ranks."""
+    times, min_idx = scorer.times, scorer.min_idx
+    num_deg = len(scorer.degrees)
+    fits = (np.arange(num_deg)[None, :] >= min_idx[:, None]) & (times <= budget)  # (n, D)
+    choice = np.where(fits.any(axis=1), np.argmax(fits, axis=1), num_deg - 1)  # (n,)
+    t = times[np.arange(len(choice)), choice]
+    time_d = np.bincount(choice, weights=t, minlength=num_deg)
+    tokens_d = np.bincount(choice, weights=scorer.lengths, minlength=num_deg)
+    big_d = np.bincount(choice, weights=(t > budget / 2), minlength=num_deg)
+    counts = np.maximum.reduce(
+        [np.ceil(time_d / budget - 1e-9), np.ceil(tokens_d / (scorer.deg * scorer.capacity)), big_d]
+    ).astype(np.int64)
+    counts[0] = 0  # degree-1 groups are whatever ranks are left
+    over = int((counts * scorer.deg).sum()) - scorer.num_ranks
+    for j in range(1, num_deg):  # too many ranks: give up groups of the smallest degrees first
+        if over <= 0:
+            break
+        drop = min(int(counts[j]), -(-over // int(scorer.deg[j])))
+        need = int(np.count_nonzero(choice == j) > 0)
+        drop = min(drop, max(0, int(counts[j]) - need))
+        counts[j] -= drop
+        over -= drop * int(scorer.deg[j])
+    if over > 0:
+        return None
+    return counts
+
+
+def tiling(counts: np.ndarray, degrees, num_ranks: int) -> list[int]:
+    """Degree indices of the groups, largest first; spare ranks become degree-1 groups."""
+    group_idx = [j for j in range(len(degrees) - 1, 0, -1) for _ in range(int(counts[j]))]
+    spare = num_ranks - sum(degrees[j] for j in group_idx)
+    return group_idx + [0] * spare

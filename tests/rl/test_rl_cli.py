@@ -1,0 +1,37 @@
+"""`hsp rl` end to end (a couple of steps, tiny settings): run directory and errors."""
+
+import json
+
+from cluster.cli import main
+
+MODEL = ["--steps", "2", "--group-size", "2", "--prompts-per-step", "2", "--train-items", "32", "--test-items", "8",
+         "--hidden-size", "16", "--num-layers", "1", "--no-progress", "--num-threads", "1"]
+TINY = ["--sft-steps", "3", "--mc-samples", "2", *MODEL]
+
+
+def test_rl_cli_smoke_writes_summary_and_plot(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["rl", "--task", "sudoku4", "--algo", "bgpo", "--run-dir", str(run_dir), "--eval-every", "1", *TINY]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.0 <= summary["test_accuracy_before"] <= 1.0 and 0.0 <= summary["test_accuracy_after"] <= 1.0
+    assert summary["config"]["algo"] == "bgpo" and summary["config"]["mc_samples"] == 2
+    assert len(summary["history"]) == 2 and summary["peak_saved_bytes"] > 0
+    assert (run_dir / "reward_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the SFT weights are reusable: a second run with --sft-checkpoint starts from them
+    again = tmp_path / "again"
+    assert main(["rl", "--algo", "diffu-grpo", "--run-dir", str(again), "--sft-checkpoint", str(run_dir / "sft.pt"), *MODEL]) == 0
+    s2 = json.loads((again / "summary.json").read_text())
+    assert s2["config"]["mc_samples"] == 1  # diffu-grpo's default
+    assert s2["test_accuracy_before"] == summary["test_accuracy_before"]
+
+
+def test_rl_cli_addition_full_elbo(tmp_path):
+    assert main(["rl", "--task", "addition", "--algo", "full-elbo", "--run-dir", str(tmp_path), *TINY]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["config"]["task"] == "addition"
+
+
+def test_rl_cli_user_errors(tmp_path, capsys):
+    assert main(["rl", "--algo", "diffu-grpo", "--mc-samples", "16", "--run-dir", str(tmp_path), *MODEL]) == 2
+    assert "--mc-samples 1" in capsys.readouterr().err
+    assert main(["rl", "--algo", "full-elbo", "--act-budget-bytes", "1000", "--run-dir", str(tmp_path), *TINY]) == 2
+    assert "budget" in capsys.readouterr().err
