@@ -7,6 +7,7 @@ Every error names the key, the value and the fix.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 import typing
@@ -67,7 +68,7 @@ class DataSection:
 class TrainSection:
     steps: int = 100
     """Optimizer steps to reach (a resumed run continues up to this step)."""
-    lr: float = 3e-3
+    lr: float = 2e-3
     """AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -223,7 +224,7 @@ def _build_section(section: str, cls: type, values: dict):
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         if key not in hints:
-            close = [k for k in hints if k.split("_")[0] in key or key.split("_")[0] in k]
+            close = difflib.get_close_matches(key, list(hints), n=2, cutoff=0.6)
             hint = f" (did you mean {', '.join(f'{section}.{k}' for k in close)}?)" if close else ""
             raise ValueError(
                 f"unknown config key {section}.{key} = {value!r}{hint}; valid keys in [{section}]: {', '.join(hints)}"
@@ -285,12 +286,18 @@ def cluster_spec(config: TrainConfig, cost: CostModel) -> ClusterSpec:
     longest, top = config.model.max_seq_len, max(spec.degrees)
     if capacity < 1 or longest > top * capacity:
         need = states + math.ceil(longest / top) * cost.act_bytes_per_token
+        fixes = [f"raise cluster.memory_budget_bytes to >= {math.ceil(need)}"]
+        if capacity >= 1:
+            fixes.append(f"lower model.max_seq_len to <= {top * capacity}")
+            if heads % (2 * top) == 0:
+                fixes.append(f"use {2 * top} workers so degree-{2 * top} groups exist")
+            else:
+                fixes.append(f"use a head count divisible by {2 * top} with >= {2 * top} workers")
         raise ValueError(
             f"cluster.memory_budget_bytes={budget} holds {max(capacity, 0)} tokens per rank after "
             f"{states:.0f} bytes of model states, so a max_seq_len={longest} sample does not fit even on the "
-            f"largest usable group (degree {top}, degrees usable with num_heads={heads} and {n} workers: "
-            f"{list(spec.degrees)}); raise cluster.memory_budget_bytes to >= {math.ceil(need)}, "
-            f"or lower model.max_seq_len to <= {max(top * capacity, 0)}, or add workers"
+            f"largest usable group (degree {top}; degrees usable with num_heads={heads} and {n} workers: "
+            f"{list(spec.degrees)}); " + ", or ".join(fixes)
         )
     _warn_cost_mismatch(config, cost)
     return spec

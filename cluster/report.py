@@ -58,7 +58,7 @@ def format_table(summary: dict) -> str:
         ("predicted / measured step s (median)", f"{summary['predicted_s_median']:.3f} / {summary['measured_s_median']:.3f}"),
         ("measured / predicted (online rescale)", f"{summary['measured_over_predicted']:.2f}"),
         ("solver ms (median)", f"{summary['solve_ms_median']:.1f} ({summary['planner_fallbacks']} fallbacks)"),
-        ("scheduler overhead share", f"{100 * summary['overhead_share']:.1f}%"),
+        ("time outside worker steps", f"{100 * summary['overhead_share']:.1f}% (planning wait, Ray, data)"),
         ("imbalance (median)", f"{summary['imbalance_median']:.2f}"),
         ("peak memory per rank", f"{summary['peak_memory_bytes_max'] / 2**20:.0f} MiB"),
         ("worker restarts", str(summary["worker_restarts"])),

@@ -41,6 +41,8 @@ class StepRecord:
     solve_s: float
     plan_wait_s: float
     overhead_s: float
+    """Driver-view step time not spent in the slowest rank's Worker.run_step: plan wait,
+    Ray dispatch/gather and the ranks' data materialisation."""
     imbalance: float
     fallback: bool
     plan: str
@@ -92,9 +94,12 @@ class Scheduler:
 
     # ---- lifecycle --------------------------------------------------------------------
 
-    def run(self, progress=None) -> RunState:
+    def run(self, progress_factory: Callable[[int], object] | None = None) -> RunState:
+        """Train to `train.steps`; `progress_factory(first_step)` makes a tqdm-like bar
+        once the workers are up."""
         step = self._start()
         planner = self._new_planner(step)
+        progress = progress_factory(step) if progress_factory is not None else None
         try:
             while True:
                 try:
@@ -111,6 +116,8 @@ class Scheduler:
                         progress.refresh()
         finally:
             planner.close()
+            if progress is not None:
+                progress.close()
             if self.group is not None:
                 self.group.shutdown(graceful=True)
                 self.group = None

@@ -118,6 +118,8 @@ def run_training(
     for message in prepared.warnings:
         log.warning("%s", message)
     metrics, server = start_metrics(config)
+    if server is not None:
+        print(f"hsp train: metrics on http://{config.metrics.host}:{config.metrics.port}/metrics", file=sys.stderr)
     session = None
     try:
         session = connect(config.cluster.address, config.cluster.num_workers, config.cluster.cpus_per_worker)
@@ -138,12 +140,9 @@ def run_training(
             planner_factory=planner_factory,
         )
         scheduler.callbacks.extend(callbacks)
-        bar = _progress_bar(config, enabled=progress)
-        try:
-            state = scheduler.run(progress=bar)
-        finally:
-            if bar is not None:
-                bar.close()
+        where = config.cluster.address or "embedded local cluster on 127.0.0.1"
+        print(f"hsp train: Ray {where}; starting {config.cluster.num_workers} workers", file=sys.stderr)
+        state = scheduler.run(progress_factory=_progress_bar(config) if progress else None)
     finally:
         if session is not None:
             session.close()
@@ -166,9 +165,13 @@ def run_training(
     return summary
 
 
-def _progress_bar(config: TrainConfig, enabled: bool):
-    if not enabled:
-        return None
+def _progress_bar(config: TrainConfig):
     from tqdm import tqdm
 
-    return tqdm(total=config.train.steps, desc="hsp train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    def make(first_step: int):
+        return tqdm(
+            total=config.train.steps, initial=first_step, desc="hsp train", unit="step",
+            dynamic_ncols=True, file=sys.stderr,
+        )
+
+    return make

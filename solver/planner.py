@@ -114,8 +114,11 @@ class Planner:
     `result(step)` waits at most until `deadline_s` after the submit and otherwise
     returns the `fast` plan with `fallback=True` (and `info["fallback_reason"]`).
 
-    HiGHS releases the GIL while it solves, so a flexsp solve in the worker thread does
-    not stall the training loop; the fast fallback runs in the caller's thread."""
+    HiGHS releases the GIL while it solves (measured: a Python loop in the caller keeps
+    running during a solve), so a flexsp solve in the worker thread does not stall the
+    training loop; the fast fallback runs in the caller's thread. One worker: a solve
+    that overruns its deadline keeps the worker until its own time limit, delaying the
+    next step's solve (which then may fall back too)."""
 
     def __init__(self, spec: ClusterSpec, cost: CostModel, strategy: str = "fast", *, deadline_s: float = 5.0, **options):
         _strategy(strategy)
@@ -146,7 +149,11 @@ class Planner:
         except FutureTimeout:
             future.cancel()
         fallback = plan(arr, self.spec, self.cost, "fast", **self.options)
-        info = dict(fallback.info, fallback_reason=f"{self.strategy} missed the {self.deadline_s:g}s deadline")
+        info = dict(
+            fallback.info,
+            fallback_from=self.strategy,
+            fallback_reason=f"{self.strategy} missed the {self.deadline_s:g}s deadline",
+        )
         return replace(fallback, fallback=True, info=info)
 
     def close(self) -> None:

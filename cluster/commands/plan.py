@@ -55,7 +55,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--cost", metavar="FILE", help="cost-model JSON (e.g. written by `hsp profile`)")
     parser.add_argument("--num-ranks", type=int, default=64, help="ranks (devices) N")
     parser.add_argument("--ranks-per-node", type=int, default=None, help="override the preset's ranks per node (8)")
-    parser.add_argument("--memory-gib", type=float, default=None, help="memory budget per rank (presets: 28 GiB; default 28 with --cost)")
+    parser.add_argument(
+        "--memory-gib", type=float, default=None, help="memory budget per rank (presets 28 GiB; 28 with --cost)"
+    )
     parser.add_argument("--num-heads", type=int, default=None, help="override the model's attention head count")
 
 
@@ -104,6 +106,15 @@ def strategy_options(args: argparse.Namespace, strategy: str) -> dict:
     return options
 
 
+def warn_unused_flags(args: argparse.Namespace, strategies: list[str]) -> None:
+    """A strategy flag given without its strategy has no effect: say so."""
+    flags = (("--static-degree", args.static_degree, "static"), ("--time-limit", args.time_limit, "flexsp"))
+    for flag, value, owner in flags:
+        if value is not None and owner not in strategies:
+            print(f"hsp {args.command}: warning: {flag} only applies to the {owner!r} strategy; ignored",
+                  file=sys.stderr)
+
+
 def check_strategy(name: str) -> str:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
@@ -112,6 +123,7 @@ def check_strategy(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     strategy = check_strategy(args.strategy)
+    warn_unused_flags(args, [strategy])
     if args.lengths:
         # the file is the batch itself: nothing is dropped; --max-len only picks the preset size
         lengths = load_lengths(args.lengths)
@@ -142,7 +154,8 @@ def checked_plan(lengths, spec, cost, strategy, options):
     try:
         return plan_and_check(lengths, spec, cost, strategy, options)
     except PlanError as err:
-        raise RuntimeError(f"the {strategy!r} planner produced an invalid plan (a bug, please report it): {err}") from err
+        message = f"the {strategy!r} planner produced an invalid plan (a bug; please report it): {err}"
+        raise RuntimeError(message) from err
 
 
 def format_summary(step_plan: StepPlan, lengths: np.ndarray, spec: ClusterSpec, where: str) -> str:

@@ -14,7 +14,10 @@ DEFAULT_RUN_DIR = "runs/rl"
 
 
 def register(subparsers) -> None:
-    from hsp.rl.config import RLConfig  # light: no torch import at module level there? (it imports torch)
+    from hsp.rl.config import RLConfig  # torch-free: keeps `hsp --help` fast
+    from hsp.rl.names import ALGOS, ELBO_FORMS, TASK_NAMES
+
+    choices = {"task": TASK_NAMES, "algo": ALGOS, "elbo_form": ELBO_FORMS}
 
     p = subparsers.add_parser("rl", help="RL (BGPO) of a masked-diffusion LM on sudoku4/addition, on CPU")
     docs = _field_docs(RLConfig)
@@ -23,11 +26,11 @@ def register(subparsers) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         kind = _arg_type(f)
-        help_text = docs.get(f.name, "")
+        help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         if f.name == "mc_samples":
             p.add_argument(flag, type=int, default=None, help=f"{help_text} Default: 16, or 1 for diffu-grpo.")
         else:
-            p.add_argument(flag, type=kind, default=default, help=f"{help_text} Default: {default}.")
+            p.add_argument(flag, type=kind, default=default, choices=choices.get(f.name), help=f"{help_text} Default: {default}.")
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"Output directory (summary.json, reward_curve.png, sft.pt). Default: {DEFAULT_RUN_DIR}.")
     p.add_argument("--no-progress", action="store_true", help="Disable the progress bar.")
     p.add_argument("--metrics-port", type=int, default=None, help="Serve Prometheus metrics (hsp_rl_reward, hsp_steps_total, ...) on this port.")

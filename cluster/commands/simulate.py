@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from cluster.commands.plan import add_model_args, add_strategy_args, check_strategy, load_cluster, strategy_options
+from cluster.commands.plan import (
+    add_model_args,
+    add_strategy_args,
+    check_strategy,
+    load_cluster,
+    strategy_options,
+    warn_unused_flags,
+)
 from solver.plan import PlanError
 from solver.simulate import StrategyStats, format_table, simulate, workload_static_degree
 from solver.workloads import BatchSampler, get_workload, parse_length
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     strategies = [check_strategy(s.strip()) for s in args.strategies.split(",") if s.strip()]
     if not strategies:
         raise ValueError("--strategies is empty: name at least one strategy")
+    warn_unused_flags(args, strategies)
     if args.steps <= 0 or args.batch_size <= 0:
         raise ValueError(f"--steps and --batch-size must be positive, got {args.steps} and {args.batch_size}")
     max_len = parse_length(args.max_len or "192k")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from hsp.engine.config import WorkerConfig
+from hsp.engine.config import DTYPES, WorkerConfig
 from hsp.engine.worker import Worker
 from hsp.model.gpt import GPT, GPTConfig, pack_positions
 from hsp.parallel.comm import all_to_all_blocks
@@ -72,6 +72,8 @@ class ProfileConfig:
                 f"longest profiled length {max(self.lengths)} > model max_seq_len={self.model.max_seq_len}; "
                 f"raise --max-seq-len or drop the long lengths"
             )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.num_repeats < 1:
             raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
         if min(self.packed_lengths, default=2) < 2 or self.packed_tokens_per_rank < 1:
@@ -172,9 +174,9 @@ def _points(cfg: ProfileConfig) -> list[tuple[int, int | None]]:
 
 def _measure_steps(worker: Worker, cfg: ProfileConfig, spec: ClusterSpec, cost: CostModel) -> list[tuple[list[int], int, float]]:
     n = cfg.num_ranks
-    samples = []
     points = _points(cfg)
-    for k, (s, per_rank) in enumerate(points):
+    steps = []  # (plan, batch) per point
+    for s, per_rank in points:
         layout, batch = [], []
         for d in cfg.degrees:
             count = 1 if per_rank is None else per_rank * d  # packed: the group holds d x tokens_per_rank
@@ -184,30 +186,36 @@ def _measure_steps(worker: Worker, cfg: ProfileConfig, spec: ClusterSpec, cost: 
                 batch += [torch.randint(0, cfg.model.vocab_size, (s,)) for _ in range(count)]
             layout.append(groups)
         plan = make_plan(layout, np.full(len(batch), s), spec, cost, strategy="profile", solve_s=0.0, lower_bound_s=0.0)
-        times = []  # (repeat, micro-batch) -> this rank's seconds
-        for repeat in range(cfg.num_repeats + 1):
+        steps.append((plan, batch))
+    # sweep all points once per repeat (not point by point), so a change in machine load
+    # during the profile hits every point alike instead of skewing a few
+    times = [[] for _ in points]  # point -> repeats x degrees, this rank's seconds
+    for repeat in range(cfg.num_repeats + 1):
+        for k, (plan, batch) in enumerate(steps):
             report = worker.run_step(plan, batch)
-            if repeat:  # the first step warms up allocators and kernels
-                times.append([mb["total_s"] for mb in report.micro_batches])
-        mine = torch.tensor(times, dtype=torch.float64)  # (repeats, degrees)
-        gathered = [torch.zeros_like(mine) for _ in range(n)]
-        dist.all_gather(gathered, mine)
-        every = torch.stack(gathered)  # (ranks, repeats, degrees)
+            if repeat:  # the first sweep warms up allocators and kernels
+                times[k].append([mb["total_s"] for mb in report.micro_batches])
+        _progress(worker.rank, f"sweep {repeat + 1}/{cfg.num_repeats + 1} over {len(points)} points"
+                               + (" (warm-up)" if repeat == 0 else ""))
+    mine = torch.tensor(times, dtype=torch.float64)  # (points, repeats, degrees)
+    gathered = [torch.zeros_like(mine) for _ in range(n)]
+    dist.all_gather(gathered, mine)
+    every = torch.stack(gathered)  # (ranks, points, repeats, degrees)
+    samples = []
+    for k, (s, per_rank) in enumerate(points):
         for j, d in enumerate(cfg.degrees):
             # a group's time is its slowest rank; then the median over repeats and groups
-            per_group = every[:, :, j].view(n // d, d, -1).amax(dim=1)  # (groups, repeats)
+            per_group = every[:, k, :, j].reshape(n // d, d, -1).amax(dim=1)  # (groups, repeats)
             count = 1 if per_rank is None else per_rank * d
             samples.append(([s] * count, d, float(per_group.median())))
-        _progress(worker.rank, f"[{k + 1}/{len(points)}] {'' if per_rank is None else f'{per_rank} x '}length {s}: " + ", ".join(
-            f"SP{d} {samples[-len(cfg.degrees) + j][2] * 1e3:.1f} ms" for j, d in enumerate(cfg.degrees)))
     return samples
 
 
 def profile_rank(rank: int, world_size: int, rendezvous: str, cfg: ProfileConfig) -> ProfileResult | None:
     """One rank of the profile (run by `hsp.testing.run_ranks`); rank 0 returns the result."""
     start = time.perf_counter()
-    torch.manual_seed(rank)
-    act_bytes = activation_bytes_per_token(cfg.model, _dtype(cfg), max(cfg.lengths))
+    torch.manual_seed(0)  # every rank must build the same batch
+    act_bytes = activation_bytes_per_token(cfg.model, DTYPES[cfg.dtype], max(cfg.lengths))
     spec = ClusterSpec(num_ranks=world_size, ranks_per_node=world_size, num_heads=cfg.model.num_heads,
                        device_memory_bytes=PROFILE_MEMORY_BYTES)
     placeholder = _template(cfg, act_bytes, {d: 1e9 for d in cfg.degrees[1:]})
@@ -226,12 +234,6 @@ def profile_rank(rank: int, world_size: int, rendezvous: str, cfg: ProfileConfig
         return None
     fit = fit_cost_model(samples, _template(cfg, act_bytes, bandwidth))
     return ProfileResult(fit, samples, bandwidth, act_bytes, time.perf_counter() - start)
-
-
-def _dtype(cfg: ProfileConfig) -> torch.dtype:
-    from hsp.engine.config import DTYPES
-
-    return DTYPES[cfg.dtype]
 
 
 def run_profile(cfg: ProfileConfig, timeout_s: float = 3600.0) -> ProfileResult:

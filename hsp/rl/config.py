@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from hsp.rl.elbo import FORMS
-from hsp.rl.tasks import TASKS
-from hsp.rl.update import ALGOS
+from hsp.rl.names import ALGOS, ELBO_FORMS, TASK_NAMES
 
 
 @dataclass(kw_only=True)
@@ -69,12 +67,12 @@ class RLConfig:
     """torch intra-op threads."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {self.algo!r}")
-        if self.elbo_form not in FORMS:
-            raise ValueError(f"elbo_form must be one of {FORMS}, got {self.elbo_form!r}")
+        if self.elbo_form not in ELBO_FORMS:
+            raise ValueError(f"elbo_form must be one of {ELBO_FORMS}, got {self.elbo_form!r}")
         if self.algo == "diffu-grpo" and self.mc_samples != 1:
             raise ValueError(f"diffu-grpo estimates log-likelihoods with one sample; got mc_samples={self.mc_samples}, pass --mc-samples 1")
         if self.group_size < 2:

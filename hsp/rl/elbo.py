@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-FORMS = ("discrete", "continuous")
+from hsp.rl.names import ELBO_FORMS as FORMS
 
 
 def sample_masks(

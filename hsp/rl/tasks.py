@@ -18,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from hsp.rl.names import TASK_NAMES
+
 # Token ids: digits 0-9 are their own ids.
 PLUS, EQUALS, BLANK, EOS, MASK = 10, 11, 12, 13, 14
 VOCAB_SIZE = 15
@@ -195,6 +197,7 @@ def drop_overlap(test: TaskBatch, train: TaskBatch) -> TaskBatch:
 
 
 TASKS = {"sudoku4": Sudoku4, "addition": Addition}
+assert tuple(TASKS) == TASK_NAMES
 
 
 def get_task(name: str) -> Task:

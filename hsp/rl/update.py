@@ -26,8 +26,8 @@ from hsp.rl import losses
 from hsp.rl.diffusion import DiffusionLM
 from hsp.rl.elbo import elbo_terms, sample_masks
 from hsp.rl.memory import measure_saved_bytes
+from hsp.rl.names import ALGOS
 
-ALGOS = ("bgpo", "full-elbo", "diffu-grpo")
 
 
 @dataclass(frozen=True)

@@ -161,33 +161,31 @@ def interleaved_split(prob: Problem, m: int, floor_share: float) -> list[np.ndar
     load, top, held, room = [0.0] * m, [0.0] * m, [0] * m, [cap] * m
     parts: list[list[int]] = [[] for _ in range(m)]
 
-    def estimate(load_k: float, top_k: float, held_k: int) -> float:
-        free = n_ranks - held_k
-        return max(top_k, load_k / free) if free > 0 else top_k + load_k / n_ranks
-
     for i in np.argsort(-prob.lengths, kind="stable").tolist():
-        best = None
+        size, best_k, best_key = lengths[i], -1, None
         for k in range(m):
-            if room[k] < lengths[i]:
+            if room[k] < size:
                 continue
-            before = estimate(load[k], top[k], held[k])
+            # estimate = max(top, load / free ranks), or top + load / N when no rank is free
+            free = n_ranks - held[k]
+            before = max(top[k], load[k] / free) if free > 0 else top[k] + load[k] / n_ranks
             if reserve[i]:
-                after = estimate(load[k], max(top[k], floor[i]), min(n_ranks, held[k] + reserve[i]))
+                top_k, free = max(top[k], floor[i]), n_ranks - min(n_ranks, held[k] + reserve[i])
+                after = max(top_k, load[k] / free) if free > 0 else top_k + load[k] / n_ranks
             else:
-                after = estimate(load[k] + work[i], top[k], held[k])
-            key = (after - before, after, k)
-            if best is None or key < best:
-                best = key
-        if best is None:
+                after = max(top[k], (load[k] + work[i]) / free) if free > 0 else top[k] + (load[k] + work[i]) / n_ranks
+            key = (after - before, after)
+            if best_key is None or key < best_key:
+                best_k, best_key = k, key
+        if best_k < 0:
             return None
-        k = best[2]
-        parts[k].append(i)
-        room[k] -= lengths[i]
+        parts[best_k].append(i)
+        room[best_k] -= size
         if reserve[i]:
-            top[k] = max(top[k], floor[i])
-            held[k] = min(n_ranks, held[k] + reserve[i])
+            top[best_k] = max(top[best_k], floor[i])
+            held[best_k] = min(n_ranks, held[best_k] + reserve[i])
         else:
-            load[k] += work[i]
+            load[best_k] += work[i]
     if any(not p for p in parts):
         return None
     return [np.asarray(sorted(p), dtype=np.int64) for p in parts]

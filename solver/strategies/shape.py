@@ -20,7 +20,7 @@ import heapq
 
 import numpy as np
 
-BUDGET_SLACKS = (1.0, 1.1, 1.3, np.inf)
+BUDGET_SLACKS = (1.0, 1.2, np.inf)
 """Time budgets for the starting shapes, as multiples of the micro-batch's target time;
 inf gives the memory-minimal shape (every sequence on its smallest degree)."""
 EXPLICIT_SHARE = 0.4
@@ -68,35 +68,32 @@ class ShapeScorer:
         room = self.deg[np.asarray(group_idx)] * self.capacity  # (G,) token room
         classes = sorted(heaps)
         lengths, times, min_idx = self.lengths, self.times, self.min_idx
+        smallest = int(lengths[self.explicit].min()) if len(self.explicit) else 0
         for i in self.explicit.tolist():
             best = None
+            parked = []
             for j in classes:
                 if j < min_idx[i]:
                     continue
                 heap = heaps[j]
-                if room[heap[0][1]] < lengths[i]:  # rare: look past full groups
-                    fits = [e for e in heap if room[e[1]] >= lengths[i]]
-                    if not fits:
-                        continue
-                    top = min(fits)
-                else:
-                    top = heap[0]
-                finish = top[0] + times[i, j]
-                if best is None or finish < best[0]:
-                    best = (finish, j, top)
+                while heap and room[heap[0][1]] < lengths[i]:  # full for this one
+                    entry = heapq.heappop(heap)
+                    if room[entry[1]] >= smallest:  # may still take a shorter one later
+                        parked.append((j, entry))
+                if heap:
+                    finish = heap[0][0] + times[i, j]
+                    if best is None or finish < best[0]:
+                        best = (finish, j)
+            if best is not None:
+                finish, j = best
+                _, g = heapq.heappop(heaps[j])
+                loads[g] = finish
+                room[g] -= lengths[i]
+                heapq.heappush(heaps[j], (finish, g))
+            for j, entry in parked:
+                heapq.heappush(heaps[j], entry)
             if best is None:
                 return None
-            finish, j, top = best
-            heap = heaps[j]
-            if top == heap[0]:
-                heapq.heappop(heap)
-            else:
-                heap.remove(top)
-                heapq.heapify(heap)
-            g = top[1]
-            loads[g] = finish
-            room[g] -= lengths[i]
-            heapq.heappush(heaps[j], (finish, g))
         return loads, room
 
     def _fluid_level(self, group_idx: list[int], loads: np.ndarray, room: np.ndarray) -> float:
@@ -151,13 +148,14 @@ def _moved(counts: np.ndarray, j: int, delta_j: int, delta_up: int) -> np.ndarra
 
 def search_shape(scorer: ShapeScorer, climb_steps: int = MAX_CLIMB_STEPS) -> list[np.ndarray]:
     """Shapes (group counts per degree, spare ranks as degree 1) best first; with
-    climb_steps 0 only the starting shapes are scored."""
+    climb_steps 0 only the fluid relaxation's starting shapes are scored (a quick look)."""
     starts = []
     for slack in BUDGET_SLACKS:
         counts = fluid_counts(scorer, scorer.target * slack)
         if counts is not None:
             starts.append(counts)
-    starts += uniform_shapes(scorer)
+    if climb_steps > 0 or not starts:
+        starts += uniform_shapes(scorer)
     if not starts:
         return []
     scored = {tuple(c): scorer.score(c) for c in starts}

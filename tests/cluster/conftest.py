@@ -48,6 +48,5 @@ def tiny_config(run_dir, **overrides):
         "metrics.port": 0,
         "cluster.num_workers": 2,
     }
-    values.setdefault("planner.cost_model", os.environ.get("HSP_TEST_COST", ""))
     values.update(overrides)
     return build_config(read_file(DEFAULT_CONFIG), values)

@@ -3,6 +3,7 @@ fault recovery and user text. One uninterrupted reference run is shared."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -47,13 +48,16 @@ def reference_run(ray_session, tmp_path_factory):
             scraped["_time"] = time.time()
 
     config = tiny_config(run_dir, **{"metrics.port": port})
-    summary = run_training(config, callbacks=(scrape_at_step_3,), progress=False)
+    printed = io.StringIO()
+    summary = run_training(config, callbacks=(scrape_at_step_3,), progress=False, out=printed)
+    scraped["_printed"] = printed.getvalue()
     return run_dir, summary, scraped
 
 
 def test_cluster_train_finishes_with_summary_and_falling_loss(reference_run):
-    run_dir, summary, _ = reference_run
+    run_dir, summary, scraped = reference_run
     assert summary["steps"] == 6 and summary["last_step"] == 6
+    assert "loss (first -> last)" in scraped["_printed"] and "worker restarts" in scraped["_printed"]
     assert summary["loss_last"] < summary["loss_first"] - 0.3
     for name in ("summary.json", "history.jsonl", "loss.png", "step_time.png", "plan_gantt.png"):
         assert (run_dir / name).stat().st_size > 0, name

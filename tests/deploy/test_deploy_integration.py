@@ -1,5 +1,6 @@
-"""A real Prometheus scrapes a short real `hsp train` run; every dashboard panel's query
-must return data through Prometheus's HTTP API, and every alert rule must evaluate."""
+"""A real Prometheus, configured from deploy/prometheus/prometheus.yml, scrapes a short
+real `hsp train` run and a short real `hsp rl` run; every dashboard panel's query must
+return data through Prometheus's HTTP API, and every alert rule must evaluate."""
 
 from __future__ import annotations
 
@@ -11,18 +12,24 @@ import sys
 import pytest
 import yaml
 
-from deploy_testlib import (DASHBOARD, DEPLOY, ROOT, PrometheusServer, dashboard_queries, free_port,
-                            grafana_expand, require_tool)
+from deploy_testlib import (DASHBOARD, DEPLOY, ROOT, PrometheusServer,
+                            dashboard_queries, free_port, grafana_expand, require_tool)
 
 PROM_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
-STEPS = 30
-SCRAPE_INTERVAL = "500ms"
+SCRAPE_INTERVAL = "250ms"
+TRAIN_STEPS = 30
+TRAIN = ["train", "--steps", str(TRAIN_STEPS), "--num-workers", "2", "--checkpoint-every", "0", "--no-progress"]
+# A tiny SFT warm-up, then enough RL steps (~0.1 s each here) for several scrapes.
+RL = ["rl", "--steps", "40", "--sft-steps", "2", "--mc-samples", "2", "--group-size", "2",
+      "--prompts-per-step", "1", "--train-items", "20", "--test-items", "4", "--eval-every", "1000",
+      "--num-threads", "1", "--no-progress"]
+RL_PANEL = "RL reward"
 
 
 def start_run(argv: list[str], log_path) -> subprocess.Popen:
-    log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "cluster.cli", *argv], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    with open(log_path, "w") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "cluster.cli", *argv], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def wait(proc: subprocess.Popen, log_path, timeout_s: float):
@@ -31,63 +38,81 @@ def wait(proc: subprocess.Popen, log_path, timeout_s: float):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        pytest.fail(f"run did not finish in {timeout_s} s:\n{log_path.read_text()[-3000:]}")
-    assert rc == 0, log_path.read_text()[-3000:]
+        pytest.fail(f"{log_path.name}: run did not finish in {timeout_s} s:\n{log_path.read_text()[-3000:]}")
+    assert rc == 0, f"{log_path.name}:\n{log_path.read_text()[-3000:]}"
 
 
-def last_sample_time(prom: PrometheusServer, series: str) -> float:
-    """Timestamp of the newest scraped sample of `series` (the run has ended since, so
-    instant queries at `now` would only see stale series)."""
-    body = prom.api("query", query=f"{series}[10m]")
-    assert body["status"] == "success" and body["data"]["result"], body
-    return max(float(v[0]) for r in body["data"]["result"] for v in r["values"])
-
-
-@pytest.mark.slow
-def test_deploy_prometheus_scrapes_hsp_train_and_every_panel_has_data(tmp_path):
-    require_tool("prometheus")
-    train_port = free_port()
-    # The shipped local config, pointed at this run's port and scraping fast.
+def scrape_config(train_port: int, rl_port: int) -> dict:
+    """The shipped local config, pointed at this test's ports and scraping fast."""
     config = yaml.safe_load(PROM_CONFIG.read_text())
     config["global"].update(scrape_interval=SCRAPE_INTERVAL, evaluation_interval="1s")
     config["rule_files"] = [str(PROM_CONFIG.parent / f) for f in config["rule_files"]]
     (hsp_job,) = [j for j in config["scrape_configs"] if j["job_name"] == "hsp"]
-    train_target = next(t for t in hsp_job["static_configs"] if t["labels"]["run"] == "train")
-    train_target["targets"] = [f"127.0.0.1:{train_port}"]
-    hsp_job["static_configs"] = [train_target]
-    prom = PrometheusServer(config, tmp_path / "prom")
-    try:
-        log = tmp_path / "train.log"
-        train = start_run(["train", "--config", "/tmp/deploy_try.yaml", "--steps", str(STEPS), "--num-workers", "2",
-                           "--metrics-port", str(train_port), "--run-dir", str(tmp_path / "run"),
-                           "--checkpoint-every", "0", "--no-progress"], log)
-        wait(train, log, timeout_s=240)
-        summary = json.loads((tmp_path / "run" / "summary.json").read_text()) \
-            if (tmp_path / "run" / "summary.json").exists() else {}
+    ports = {"train": train_port, "rl": rl_port}
+    assert {t["labels"]["run"] for t in hsp_job["static_configs"]} == set(ports)
+    for target in hsp_job["static_configs"]:
+        target["targets"] = [f"127.0.0.1:{ports[target['labels']['run']]}"]
+    return config
 
-        at = last_sample_time(prom, "hsp_steps_total")
-        steps = prom.api("query", query='hsp_steps_total{job="hsp"}', time=at)["data"]["result"]
-        assert float(steps[0]["value"][1]) >= STEPS - 2, (steps, summary)
+
+def last_sample_time(prom: PrometheusServer, selector: str) -> float:
+    """Time of the newest scraped sample of `selector`. The runs have ended, so instant
+    queries at `now` would only see stale series: panels are evaluated at this time."""
+    body = prom.api("query", query=f"{selector}[10m]")
+    assert body["status"] == "success" and body["data"]["result"], (selector, body)
+    return max(float(v[0]) for r in body["data"]["result"] for v in r["values"])
+
+
+@pytest.mark.slow
+def test_deploy_prometheus_scrapes_hsp_runs_and_every_panel_has_data(tmp_path):
+    require_tool("prometheus")
+    train_port, rl_port = free_port(), free_port()
+    prom = PrometheusServer(scrape_config(train_port, rl_port), tmp_path / "prom")
+    try:
+        logs = {"train": tmp_path / "train.log", "rl": tmp_path / "rl.log"}
+        runs = {
+            "train": start_run(TRAIN + ["--metrics-port", str(train_port), "--run-dir", str(tmp_path / "train")], logs["train"]),
+            "rl": start_run(RL + ["--metrics-port", str(rl_port), "--run-dir", str(tmp_path / "rl")], logs["rl"]),
+        }
+        for name, proc in runs.items():
+            wait(proc, logs[name], timeout_s=300)
+
+        at = last_sample_time(prom, 'hsp_steps_total{run="train"}')
+        at_rl = last_sample_time(prom, 'hsp_rl_reward{run="rl"}')
+
+        def query(expr: str, time: float) -> list[dict]:
+            body = prom.api("query", query=expr, time=time)
+            assert body["status"] == "success", (expr, body.get("error"))
+            return [r for r in body["data"]["result"] if r["value"][1] != "NaN"]
+
+        def values(expr: str, time: float = at) -> list[float]:
+            return [float(r["value"][1]) for r in query(expr, time)]
+
+        # The final scrape may precede the last step or two by a scrape interval.
+        (train_steps,) = values('hsp_steps_total{run="train"}')
+        assert TRAIN_STEPS - 2 <= train_steps <= TRAIN_STEPS
 
         empty = []
         for title, expr in dashboard_queries(json.loads(DASHBOARD.read_text())):
-            body = prom.api("query", query=grafana_expand(expr), time=at)
-            assert body["status"] == "success", (title, expr, body.get("error"))
-            result = body["data"]["result"]
-            if not result or all(r["value"][1] == "NaN" for r in result):
+            if title == RL_PANEL:
+                # Real RL data: the series scraped from `hsp rl`, not train's idle gauge.
+                result = [r for r in query(grafana_expand(expr), at_rl) if r["metric"].get("run") == "rl"]
+            else:
+                result = query(grafana_expand(expr), at)
+            if not result:
                 empty.append((title, expr))
         assert not empty, f"panels without data: {empty}"
 
-        def value(expr):
-            return [float(r["value"][1]) for r in prom.api("query", query=expr, time=at)["data"]["result"]]
+        assert min(values('rate(hsp_tokens_total{run="train"}[1m])')) > 0
+        assert min(values('hsp_step_measured_seconds{run="train"}')) > 0
+        assert min(values('hsp_loss{run="train"}')) > 0
+        assert sum(values('hsp_sp_groups{run="train"}')) > 0
+        assert len(values('hsp_peak_memory_bytes{run="train"} > 0')) == 2  # one series per rank
+        # hsp rl had finished RL steps (its reward gauge was set, not just registered).
+        (rl_steps,) = values('hsp_steps_total{run="rl"}', at_rl)
+        assert rl_steps >= 1
 
-        assert min(value("rate(hsp_tokens_total[1m])")) > 0
-        assert min(value("hsp_step_measured_seconds")) > 0 and min(value("hsp_loss")) > 0
-        assert sum(value("hsp_sp_groups")) > 0
-        assert len(value("hsp_peak_memory_bytes > 0")) == 2  # one series per rank
-
-        rules = prom.api("rules")["data"]["groups"]
-        evaluated = [r for g in rules for r in g["rules"]]
-        assert len(evaluated) == 4 and all(r["health"] == "ok" for r in evaluated), evaluated
+        rules = [r for g in prom.api("rules")["data"]["groups"] for r in g["rules"]]
+        assert len(rules) == 4 and all(r["health"] == "ok" for r in rules), rules
     finally:
         prom.close()

@@ -78,4 +78,5 @@ def test_deploy_readme_documents_every_series():
     # README.md is assembled by the lead from docs/readme/*.md; its metrics table lists SERIES.
     readme = (ROOT / "README.md").read_text()
     missing = sorted(n for n in series_names() if not re.search(rf"\b{n}\b", readme))
-    assert not missing, f"README.md does not document: {missing}"
+    assert not missing, (f"README.md does not document {missing}: assemble README.md from "
+                         "docs/readme/*.md (the metrics table is in docs/readme/training.md)")

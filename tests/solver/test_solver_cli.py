@@ -139,3 +139,9 @@ def test_plan_flexsp_with_time_limit_reports_how_it_was_solved(capsys):
     assert plan.strategy == "flexsp" and plan.optimal != plan.time_limited
     code, _, err = run_cli(capsys, *argv[:-1], "0")
     assert code == 2 and "--time-limit must be positive" in err
+
+
+def test_a_flag_without_its_strategy_warns(capsys, batch_file):
+    path, _ = batch_file
+    code, _, err = run_cli(capsys, "plan", "--lengths", str(path), *SMALL, "--static-degree", "8", "--json")
+    assert code == 0 and "--static-degree only applies to the 'static' strategy; ignored" in err

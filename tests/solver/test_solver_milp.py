@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import tiny_cost, tiny_spec
+from solver_helpers import tiny_cost, tiny_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

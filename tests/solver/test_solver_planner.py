@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_cost, tiny_spec
+from solver_helpers import tiny_cost, tiny_spec
 
 from solver import Planner, lower_bound, plan
 from solver.cost import load_preset, preset_cluster
@@ -100,7 +100,7 @@ def test_planner_normal_path(preset):
 def test_planner_runs_flexsp_in_the_background(preset):
     spec, cost = preset
     lengths = np.random.default_rng(1).integers(100, 8_000, size=40)
-    with Planner(spec, cost, "flexsp", deadline_s=60.0, solve_time_limit_s=1.0) as planner:
+    with Planner(spec, cost, "flexsp", deadline_s=60.0, solve_time_limit_s=0.5, num_extra_micro_batches=0) as planner:
         began = time.perf_counter()
         planner.submit(7, lengths)
         assert time.perf_counter() - began < 0.5  # submit does not wait for the solve
@@ -112,12 +112,12 @@ def test_planner_runs_flexsp_in_the_background(preset):
 def test_planner_deadline_falls_back_to_fast(preset):
     spec, cost = preset
     lengths = np.random.default_rng(2).integers(100, 12_000, size=60)
-    with Planner(spec, cost, "flexsp", deadline_s=0.0, solve_time_limit_s=5.0) as planner:
+    with Planner(spec, cost, "flexsp", deadline_s=0.0, solve_time_limit_s=0.5, num_extra_micro_batches=0) as planner:
         planner.submit(3, lengths)
         result = planner.result(3)
     validate(result, lengths, spec, cost)
     assert result.fallback and result.strategy == "fast"
-    assert "deadline" in result.info["fallback_reason"]
+    assert "deadline" in result.info["fallback_reason"] and result.info["fallback_from"] == "flexsp"
 
 
 def test_planner_result_of_unsubmitted_step(preset):
