@@ -35,8 +35,22 @@ def run_one(kwargs: dict, run_dir: str) -> dict:
     from hsp.rl.config import RLConfig
     from hsp.rl.trainer import train
 
-    s = train(RLConfig(**kwargs), run_dir, progress=False)
-    return {k: s[k] for k in ("test_accuracy_before", "test_accuracy_after", "sample_bytes", "peak_saved_bytes", "timings", "test_before", "test_after")}
+    train(RLConfig(**kwargs), run_dir, progress=False)
+    return load_run(run_dir)
+
+
+def load_run(run_dir: str) -> dict:
+    """The numbers the table needs from a run directory's summary.json."""
+    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    out = {k: s[k] for k in ("test_accuracy_before", "test_accuracy_after", "sample_bytes", "peak_saved_bytes", "timings", "test_before", "test_after")}
+    rewards = [h["reward"] for h in s["history"]]
+    out["reward_first10"] = statistics.mean(rewards[:10]) if rewards else float("nan")
+    out["reward_last10"] = statistics.mean(rewards[-10:]) if rewards else float("nan")
+    return out
+
+
+def run_name(algo: str, n_t: int, budget: int, seed: int) -> str:
+    return f"{algo}-nt{n_t}-b{budget}-{seed}"
 
 
 def largest_fitting(budget_samples: int) -> int:
@@ -68,9 +82,14 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 torch thread each)")
     p.add_argument("--work-dir", default="runs/bgpo_learning")
     p.add_argument("--out", default=str(RESULTS / "bgpo_learning"))
+    p.add_argument("--rewrite", type=float, default=None, metavar="WALL_S",
+                   help="re-render the table from the run directories in --work-dir (no training); WALL_S = the original wall time")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.work_dir)
+    if args.rewrite is not None:
+        results = {(name, s): load_run(str(work / run_name(algo, n_t, budget, s))) for s in seeds for name, algo, n_t, budget in arms(args.budget_samples)}
+        return write(args, seeds, results, args.rewrite)
     common = dict(task="sudoku4", steps=args.steps, prompts_per_step=args.prompts_per_step, lr=args.lr, num_threads=1, eval_every=0)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
@@ -82,7 +101,7 @@ def main() -> None:
             for name, algo, n_t, budget in arms(args.budget_samples):
                 cfg = dict(common, seed=s, algo=algo, mc_samples=n_t, sft_checkpoint=str(work / f"sft-{s}" / "sft.pt"),
                            act_budget_bytes=budget * sft[s]["sample_bytes"])
-                jobs[name, s] = pool.submit(run_one, cfg, str(work / f"{algo}-nt{n_t}-b{budget}-{s}"))
+                jobs[name, s] = pool.submit(run_one, cfg, str(work / run_name(algo, n_t, budget, s)))
         results = {k: f.result() for k, f in jobs.items()}
     write(args, seeds, results, time.perf_counter() - t0)
 
@@ -92,8 +111,8 @@ def mean_std(xs: list[float]) -> str:
 
 
 def write(args: argparse.Namespace, seeds: list[int], results: dict, wall_s: float) -> None:
-    lines = ["| arm | budget (samples) | peak saved MiB | test acc before | test acc after | after - before | solved after | RL s/run |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| arm | budget (samples) | peak saved MiB | test acc before | test acc after | after - before | solved after | rollout reward, first 10 -> last 10 steps | RL s/run |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, _, _, budget in arms(args.budget_samples):
         rs = [results[name, s] for s in seeds]
         before = [r["test_accuracy_before"] for r in rs]

@@ -8,6 +8,10 @@ model, then runs real steps, interleaving the strategies step by step (so a load
 change hits all of them alike). It prints measured seconds per step, ratios against
 `static` and the cost model's prediction error |predicted - measured| / measured, and
 writes the table to bench/results/exec.md (+ .json) with the machine and command.
+Each step's static plan also runs a second time: the spread between the two runs of one
+plan is the noise floor of the machine, printed with the table. By default rank r is
+pinned to core r*C/N (profile and steps alike) so ranks behave like devices with a fixed
+share of the CPU, as the cost model assumes (`--no-pin` to let the OS schedule freely).
 
     .venv/bin/python bench/exec_bench.py               # ~5-10 minutes on 2 cores
     .venv/bin/python bench/exec_bench.py --quick       # fewer steps, a smoke run
@@ -41,6 +45,7 @@ from solver.spec import ClusterSpec  # noqa: E402
 from solver.workloads import BatchSampler, ScaledSource, get_workload  # noqa: E402
 
 STRATEGIES = ("static", "batch-ada", "fast")
+REPEAT = "static#2"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -55,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="per-rank token budget as a fraction of --max-len (default 0.75: the longest need SP2)")
     p.add_argument("--cost", action="append", default=[], metavar="N=FILE",
                    help="use this cost model for N ranks instead of profiling (repeatable)")
+    p.add_argument("--no-pin", dest="pin_cpus", action="store_false",
+                   help="do not pin ranks to CPU slices (profile and steps); by default rank r gets core r*C/N")
     p.add_argument("--quick", action="store_true", help="2 steps, short profile: a smoke run")
     p.add_argument("--out", default=str(RESULTS / "exec"), help="results path stem (default bench/results/exec)")
     return p.parse_args(argv)
@@ -97,7 +104,7 @@ def profile(world_size: int, args) -> CostModel:
             return CostModel.load(path)
     lengths = (64, 256, 1024, 2048) if args.quick else (64, 128, 256, 512, 1024, 1536, 2048)
     cfg = ProfileConfig(model=MODEL, num_ranks=world_size, lengths=lengths, num_repeats=2 if args.quick else 7,
-                        name=f"bench-cpu-N{world_size}")
+                        name=f"bench-cpu-N{world_size}", pin_cpus=args.pin_cpus)
     result = run_profile(cfg)
     print(residual_table(result))
     print(f"profile N={world_size}: median |fit error| {result.fit.median_rel_error:.1%} in {result.seconds:.0f}s")
@@ -125,7 +132,10 @@ def run_world(world_size: int, args) -> dict:
             plan = make_step_plan(lengths, spec, cost, strategy, static_degree=static_degree)
             plans[(strategy, step)] = plan
             runs.append({"strategy": strategy, "step": step, "plan": plan, "batch": batch})
-    config = WorkerConfig(model=MODEL, spec=spec, cost_model=cost, num_threads=1, collective_timeout_s=300.0)
+        # the static plan once more: two runs of one plan measure the noise floor
+        runs.append({"strategy": REPEAT, "step": step, "plan": plans[("static", step)], "batch": batch})
+    config = WorkerConfig(model=MODEL, spec=spec, cost_model=cost, num_threads=1, collective_timeout_s=300.0,
+                          pin_cpus=args.pin_cpus)
     started = time.perf_counter()
     reports = run_ranks(bench_rank, world_size, (config, runs), timeout_s=3600)
     rows, steps = summarize(reports, plans)
@@ -138,7 +148,7 @@ def run_world(world_size: int, args) -> dict:
 def summarize(reports: list[list[dict]], plans: dict) -> tuple[list[dict], list[dict]]:
     rows, steps = [], []
     for k, entry in enumerate(reports[0]):
-        plan = plans[(entry["strategy"], entry["step"])]
+        plan = plans[("static" if entry["strategy"] == REPEAT else entry["strategy"], entry["step"])]
         steps.append({"strategy": entry["strategy"], "step": entry["step"], "plan": plan.summary(),
                       "step_s": max(r[k]["step_s"] for r in reports), "predicted_s": plan.predicted_s,
                       "mb_predicted_s": [mb.predicted_s for mb in plan.micro_batches],
@@ -161,6 +171,14 @@ def summarize(reports: list[list[dict]], plans: dict) -> tuple[list[dict], list[
                      "median_error": statistics.median(errors), "a2a_s": statistics.mean(a2a),
                      "num_micro_batches": statistics.mean(len(plans[(strategy, s)].micro_batches) for s in range(len(measured))),
                      "steps": len(measured)})
+    # noise floor: the static plan of each step ran twice
+    same = []
+    for k in {st["step"] for st in steps}:
+        a, b = (next(st for st in steps if st["step"] == k and st["strategy"] == name) for name in ("static", REPEAT))
+        same.append(abs(a["step_s"] - b["step_s"]) / min(a["step_s"], b["step_s"]))
+    for r in rows:
+        r["identical_plan_spread"] = statistics.median(same) if same else None
+        r["identical_plan_pairs"] = len(same)
     base = next(r["measured_s"] for r in rows if r["strategy"] == "static")
     for r in rows:
         r["speedup_vs_static"] = base / r["measured_s"]
@@ -174,6 +192,10 @@ def table(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['strategy']} | {r['measured_s']:.3f} | {r['mean_measured_s']:.3f} | {r['predicted_s']:.3f} | {r['speedup_vs_static']:.2f}x | "
                      f"{r['median_error']:.1%} | {r['a2a_s']:.3f} | {r['num_micro_batches']:.1f} |")
+    r = result["rows"][0]
+    if r["identical_plan_pairs"]:
+        lines.append(f"\nNoise floor: each step's static plan ran twice; the two measured times differ by "
+                     f"{r['identical_plan_spread']:.0%} (median over {r['identical_plan_pairs']} steps).")
     return "\n".join(lines)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import tomllib
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -184,6 +183,10 @@ def read_file(path: str | Path) -> dict:
         raise ValueError(f"config file {str(path)!r} does not exist")
     text = path.read_text()
     if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ValueError(f"config file {path}: TOML needs Python >= 3.11 here; write it as YAML instead") from None
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:

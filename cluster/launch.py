@@ -28,17 +28,19 @@ class WorkerFailure(RuntimeError):
 
     def __init__(self, rank: int | None, reason: str):
         self.rank = rank
-        super().__init__(f"rank {rank if rank is not None else '?'}: {reason}")
+        prefix = rank is not None and not reason.startswith("rank ")
+        super().__init__(f"rank {rank}: {reason}" if prefix else reason)
 
 
 @dataclass
 class RaySession:
-    """Whether this process started Ray (and must stop it) or joined one."""
+    """Whether this process called ray.init (and must disconnect, which also stops an
+    embedded cluster) or reused a connection someone else made."""
 
-    owned: bool
+    initialised_here: bool
 
     def close(self) -> None:
-        if self.owned and ray.is_initialized():
+        if self.initialised_here and ray.is_initialized():
             ray.shutdown()
 
 
@@ -46,16 +48,17 @@ def connect(address: str, num_workers: int, cpus_per_worker: float) -> RaySessio
     """Join `address`, reuse an already initialised Ray (tests), or start an embedded
     local cluster on loopback with enough CPUs for every rank."""
     if ray.is_initialized():
-        return RaySession(owned=False)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        return RaySession(initialised_here=False)
     quiet = {"log_to_driver": True, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **quiet)
-        return RaySession(owned=False)
+        return RaySession(initialised_here=True)
+    # a private cluster on loopback: nothing else can reach it, so no token is needed
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     num_cpus = max(os.cpu_count() or 1, int(num_workers * cpus_per_worker + 0.999))
     # address="local" never attaches to another cluster running on this machine
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
-    return RaySession(owned=True)
+    return RaySession(initialised_here=True)
 
 
 class WorkerGroup:
@@ -137,17 +140,51 @@ class WorkerGroup:
                 raise WorkerFailure(late[0], f"no answer within {timeout_s:.0f}s (ranks {late} still busy)")
             ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
             for ref in ready:
-                try:
-                    results[ref] = ray.get(ref)
-                except RayActorError as err:
-                    raise WorkerFailure(rank_of[ref], f"actor died ({type(err).__name__})") from err
-                except RayTaskError as err:
-                    if isinstance(err.cause, ValueError):
-                        # bad input (an invalid plan, bad data) fails the same way on every
-                        # retry: stop with the rank's own message instead of rebuilding
-                        raise err.cause from None
-                    raise WorkerFailure(rank_of[ref], f"raised {err.cause!r}") from err
+                error = _error_of(ref, results)
+                if error is not None:
+                    raise self._diagnose(rank_of[ref], error, pending, rank_of)
         return [results[r] for r in refs]
+
+    def _diagnose(self, rank: int, error: Exception, pending: list, rank_of: dict) -> Exception:
+        """The failure to report: a peer's death makes the survivors' collectives fail
+        too, so wait briefly for the others and blame a dead actor over a rank whose
+        collective merely lost its peer."""
+        if isinstance(error, RayTaskError) and isinstance(error.cause, ValueError):
+            # bad input (an invalid plan, bad data) fails the same way on every retry:
+            # stop with the rank's own message instead of rebuilding
+            return error.cause
+        errors = {rank: error}
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=DIAGNOSE_WAIT_S) if pending else ([], [])
+        for ref in ready:
+            other = _error_of(ref, {})
+            if other is not None:
+                errors[rank_of[ref]] = other
+        dead = sorted(r for r, e in errors.items() if isinstance(e, RayActorError))
+        blamed = dead[0] if dead else rank
+        parts = [f"rank {r}: {_describe(e)}" for r, e in sorted(errors.items())]
+        failure = WorkerFailure(blamed, "; ".join(parts))
+        failure.__cause__ = errors[blamed]
+        return failure
+
+
+DIAGNOSE_WAIT_S = 2.0
+"""How long a failure waits for the other ranks' outcome before it is reported."""
+
+
+def _error_of(ref, results: dict) -> Exception | None:
+    """Store ref's result in `results`, or return the error it raised."""
+    try:
+        results[ref] = ray.get(ref)
+        return None
+    except (RayActorError, RayTaskError) as err:
+        return err
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, RayActorError):
+        return f"actor died ({type(error).__name__})"
+    cause = getattr(error, "cause", error)
+    return f"raised {type(cause).__name__}: {str(cause).splitlines()[0][:300] if str(cause) else ''}"
 
 
 def _ready(ref, timeout_s: float) -> bool:

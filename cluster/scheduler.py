@@ -283,7 +283,7 @@ class Scheduler:
                 f"step {step + 1} failed ({failure}) and the worker group was already rebuilt {limit} time(s) "
                 "(train.max_restarts); fix the cause or raise train.max_restarts"
             ) from failure
-        event = {"at_step": step + 1, "error": str(failure), "time_s": time.time()}
+        event = {"at_step": step + 1, "rank": failure.rank, "error": str(failure), "time_s": time.time()}
         recoveries = self.state.recoveries + [event]
         self.metrics["hsp_worker_restarts_total"].inc()
         self.group = self._build_group()

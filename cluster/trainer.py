@@ -140,7 +140,7 @@ def run_training(
             planner_factory=planner_factory,
         )
         scheduler.callbacks.extend(callbacks)
-        where = config.cluster.address or "embedded local cluster on 127.0.0.1"
+        where = f"cluster at {config.cluster.address}" if config.cluster.address else "embedded local cluster on 127.0.0.1"
         print(f"hsp train: Ray {where}; starting {config.cluster.num_workers} workers", file=sys.stderr)
         state = scheduler.run(progress_factory=_progress_bar(config) if progress else None)
     finally:

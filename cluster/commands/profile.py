@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per length (default 5)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float64"))
     parser.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"))
+    parser.add_argument("--pin-cpus", action="store_true",
+                        help="pin rank r to its slice of the CPUs (profile the way you will train)")
     parser.add_argument("--name", default=None, help="name stored in the cost model (default: derived from the model)")
     parser.set_defaults(func=run)
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"profiled-L{args.num_layers}-H{args.hidden_size}-A{args.num_heads}-N{args.num_ranks}"
     cfg = ProfileConfig(
         model=model, num_ranks=args.num_ranks, lengths=lengths, num_repeats=args.repeats,
-        dtype=args.dtype, backend=args.backend, name=name,
+        dtype=args.dtype, backend=args.backend, name=name, pin_cpus=args.pin_cpus,
     )
     start = time.perf_counter()
     result = run_profile(cfg)

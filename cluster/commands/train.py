@@ -53,7 +53,8 @@ def register(subparsers) -> None:
 def load(args: argparse.Namespace):
     from cluster.config import build_config, read_file
 
-    data = read_file(args.config or DEFAULT_CONFIG)
+    # no --config: the dataclass defaults, which default.toml spells out (a test keeps them equal)
+    data = read_file(args.config) if args.config else {}
     overrides = {key: getattr(args, flag) for flag, key in OVERRIDES.items() if getattr(args, flag) is not None}
     return build_config(data, overrides)
 

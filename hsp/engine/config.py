@@ -42,6 +42,10 @@ class WorkerConfig:
     """Parameter and activation dtype: float32, float64 (exactness tests) or bfloat16."""
     num_threads: int = 1
     """torch intra-op threads per rank (ranks share the CPU cores); 0 leaves torch's default."""
+    pin_cpus: bool = False
+    """Pin rank r to its own slice of this process's CPUs (ranks r*C/N .. (r+1)*C/N - 1, shared
+    when N > C). Ranks then behave like devices with a fixed share of the machine, which the
+    cost model assumes; without it the OS lets busy groups steal a waiting group's cores."""
     pad_token_id: int = 0
     """Token id of the padding that makes a group's stream a multiple of its degree."""
 

@@ -59,6 +59,8 @@ class ProfileConfig:
     """'auto', 'gloo' or 'nccl' (see WorkerConfig)."""
     num_threads: int = 1
     """torch threads per rank, as in training."""
+    pin_cpus: bool = False
+    """Pin each rank to its slice of the CPUs (see WorkerConfig.pin_cpus); profile as you train."""
     name: str = "profiled"
     """Name written into the CostModel."""
 
@@ -222,7 +224,7 @@ def profile_rank(rank: int, world_size: int, rendezvous: str, cfg: ProfileConfig
     worker = Worker()
     worker.setup(rank, world_size, rendezvous, WorkerConfig(
         model=cfg.model, spec=spec, cost_model=placeholder, dtype=cfg.dtype, backend=cfg.backend,
-        num_threads=cfg.num_threads, collective_timeout_s=300.0, max_grad_norm=None))
+        num_threads=cfg.num_threads, pin_cpus=cfg.pin_cpus, collective_timeout_s=300.0, max_grad_norm=None))
     _progress(rank, f"{world_size} ranks, degrees {cfg.degrees}, {worker.model.num_params():,} parameters, "
                     f"{act_bytes:.0f} activation bytes/token")
     try:

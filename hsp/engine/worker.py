@@ -10,6 +10,7 @@ the single-process full-batch gradient of the mean next-token loss.
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class Worker:
         self.rank, self.world_size, self.config = rank, world_size, config
         if config.num_threads > 0:
             torch.set_num_threads(config.num_threads)
+        if config.pin_cpus:
+            pin_to_cpus(rank, world_size)
         backend = config.backend
         if backend == "auto":
             backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -232,6 +235,17 @@ class Worker:
             p.grad.copy_(flat[offset : offset + n].view_as(g))  # copy_ casts back
             offset += n
         return float(flat[-1])
+
+
+def pin_to_cpus(rank: int, world_size: int) -> set[int]:
+    """Restrict this process to rank `rank`'s slice of the CPUs it may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if world_size >= len(cpus):
+        mine = {cpus[rank * len(cpus) // world_size]}
+    else:
+        mine = set(cpus[rank * len(cpus) // world_size : (rank + 1) * len(cpus) // world_size])
+    os.sched_setaffinity(0, mine)
+    return mine
 
 
 def _is_comm_error(err: RuntimeError) -> bool:

@@ -103,8 +103,8 @@ class PolicyUpdate:
             return torch.log_softmax(logits, -1).gather(-1, responses[..., None]).squeeze(-1)
         return elbo_terms(logits, responses, masks, self.weights[rows, cols])
 
-    def _diff(self, values: torch.Tensor, rows: list[int], cols: list[int] | None) -> torch.Tensor:
-        """values - old, recording old on the first pass (rollout parameters).
+    def _old(self, values: torch.Tensor, rows: list[int], cols: list[int] | None) -> torch.Tensor:
+        """The rollout policy's values (detached), recorded on the first pass.
         cols=None: whole rows of `old` ((K, n_t) for full-elbo, (K, L) for diffu-grpo)."""
         old = self.old[rows, cols] if cols is not None else self.old[rows]
         if torch.isnan(old).any():
@@ -113,14 +113,15 @@ class PolicyUpdate:
                 self.old[rows, cols] = old
             else:
                 self.old[rows] = old
-        return values - old.to(values.dtype)
+        return old.to(values.dtype)
 
     def loss(self, units: list) -> torch.Tensor:
         """Loss of a chunk of units, weighted so that chunk losses sum to the batch loss."""
         n, adv = self.r.responses.shape[0], self.r.advantages
         if self.algo == "bgpo":
             rows, cols = [u[0] for u in units], [u[1] for u in units]
-            d = self._diff(self._sample_terms(rows, cols), rows, cols)  # (K,)
+            terms = self._sample_terms(rows, cols)  # (K,)
+            d = terms - self._old(terms, rows, cols)
             return -losses.bgpo_terms(d, adv[rows].to(d.dtype), self.num_samples).sum() / n
         rows = list(units)
         if self.algo == "full-elbo":
@@ -128,11 +129,10 @@ class PolicyUpdate:
             flat_rows = [i for i in rows for _ in range(m)]
             flat_cols = [j for _ in rows for j in range(m)]
             terms = self._sample_terms(flat_rows, flat_cols).view(k, m)  # (K*n_t,) -> (K, n_t)
-            d = self._diff(terms, rows, None)
+            d = terms - self._old(terms, rows, None)
             return losses.full_elbo_loss(d, adv[rows].to(d.dtype), num_responses=n)
         logp = self._sample_terms(rows, [0] * len(rows))  # (K, L)
-        d_old = self._diff(logp, rows, None)
-        return losses.diffu_grpo_loss(logp, logp - d_old, adv[rows].to(logp.dtype), self.clip_eps, num_responses=n)
+        return losses.diffu_grpo_loss(logp, self._old(logp, rows, None), adv[rows].to(logp.dtype), self.clip_eps, num_responses=n)
 
     def backward(self, budget_bytes: int, sample_bytes: int) -> float:
         """Accumulate this batch's gradient into .grad; returns the loss value."""

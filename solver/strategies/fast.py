@@ -40,6 +40,11 @@ def plan_fast(prob: Problem, *, num_extra_micro_batches: int = 1, local_search_r
     """Returns {"micro_batches": [[Group, ...], ...], "info": {...}}. `seed` is accepted
     for interface symmetry; the method has no randomness."""
     del seed
+    if num_extra_micro_batches < 0 or local_search_rounds < 0:
+        raise ValueError(
+            f"num_extra_micro_batches ({num_extra_micro_batches}) and local_search_rounds "
+            f"({local_search_rounds}) must be >= 0"
+        )
     m0 = min_micro_batches(prob)
     counts = list(range(m0, min(m0 + num_extra_micro_batches, prob.n) + 1))
     while True:

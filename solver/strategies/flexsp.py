@@ -46,6 +46,11 @@ def plan_flexsp(
     bounds each micro-batch's MILP."""
     if solve_time_limit_s <= 0:
         raise ValueError(f"solve_time_limit_s must be > 0, got {solve_time_limit_s}")
+    if num_extra_micro_batches < 0 or num_buckets < 1 or not 0 <= mip_rel_gap < 1:
+        raise ValueError(
+            f"need num_extra_micro_batches >= 0 (got {num_extra_micro_batches}), num_buckets >= 1 "
+            f"(got {num_buckets}) and 0 <= mip_rel_gap < 1 (got {mip_rel_gap})"
+        )
     order = np.argsort(prob.lengths, kind="stable")
     work = prob.rank_seconds().min(axis=1)
     cap = prob.num_ranks * prob.capacity

@@ -38,18 +38,23 @@ def assign_earliest_finish(
     room = [degrees[j] * capacity for j in group_idx]
     members: list[list[int]] = [[] for _ in group_idx]
     classes = [j for j in range(num_deg) if heaps[j]]
+    smallest = int(lengths.min())
+    rows, floor_idx = times.tolist(), min_idx.tolist()  # plain lists: scalar access is cheap
     for i in np.argsort(-lengths, kind="stable").tolist():
         s = int(lengths[i])
-        best = None  # (finish, class, heap entry)
+        t_i = rows[i]
+        best = None  # (finish, class)
         parked: list[tuple[int, tuple[float, int]]] = []
         for j in classes:
-            if j < min_idx[i]:
+            if j < floor_idx[i]:
                 continue
             heap = heaps[j]
             while heap and room[heap[0][1]] < s:  # full for this one; maybe not for later ones
-                parked.append((j, heapq.heappop(heap)))
+                entry = heapq.heappop(heap)
+                if room[entry[1]] >= smallest:  # else it is full for good
+                    parked.append((j, entry))
             if heap:
-                finish = heap[0][0] + times[i, j]
+                finish = heap[0][0] + t_i[j]
                 if best is None or finish < best[0] - EPS:
                     best = (finish, j)
         if best is not None:

@@ -43,6 +43,10 @@ class ShapeScorer:
         explicit = (min_idx > 0) | (times[:, 0] > EXPLICIT_SHARE * self.target)
         self.explicit = np.flatnonzero(explicit)
         self.explicit = self.explicit[np.argsort(-lengths[self.explicit], kind="stable")]
+        # plain lists for the placement loop: scalar access on them is cheap
+        self.explicit_lengths = lengths[self.explicit].tolist()
+        self.explicit_rows = times[self.explicit].tolist()
+        self.explicit_min_idx = min_idx[self.explicit].tolist()
         fluid = ~explicit
         self.fluid_s = float(times[fluid, 0].sum())
         self.fluid_s_per_token = self.fluid_s / max(float(lengths[fluid].sum()), 1.0)
@@ -64,36 +68,38 @@ class ShapeScorer:
         heaps: dict[int, list[tuple[float, int]]] = {}
         for g, j in enumerate(group_idx):
             heaps.setdefault(j, []).append((0.0, g))
-        loads = np.zeros(len(group_idx))
-        room = self.deg[np.asarray(group_idx)] * self.capacity  # (G,) token room
+        loads = [0.0] * len(group_idx)
+        room = (self.deg[np.asarray(group_idx)] * self.capacity).tolist()  # token room per group
         classes = sorted(heaps)
-        lengths, times, min_idx = self.lengths, self.times, self.min_idx
-        smallest = int(lengths[self.explicit].min()) if len(self.explicit) else 0
-        for i in self.explicit.tolist():
+        lengths, rows, min_idx = self.explicit_lengths, self.explicit_rows, self.explicit_min_idx
+        smallest = min(lengths, default=0)
+        for i in range(len(lengths)):
+            size, t_i = lengths[i], rows[i]
             best = None
             parked = []
             for j in classes:
                 if j < min_idx[i]:
                     continue
                 heap = heaps[j]
-                while heap and room[heap[0][1]] < lengths[i]:  # full for this one
+                while heap and room[heap[0][1]] < size:  # full for this one
                     entry = heapq.heappop(heap)
                     if room[entry[1]] >= smallest:  # may still take a shorter one later
                         parked.append((j, entry))
                 if heap:
-                    finish = heap[0][0] + times[i, j]
+                    finish = heap[0][0] + t_i[j]
                     if best is None or finish < best[0]:
                         best = (finish, j)
             if best is not None:
                 finish, j = best
                 _, g = heapq.heappop(heaps[j])
                 loads[g] = finish
-                room[g] -= lengths[i]
+                room[g] -= size
                 heapq.heappush(heaps[j], (finish, g))
             for j, entry in parked:
                 heapq.heappush(heaps[j], entry)
             if best is None:
                 return None
+        loads, room = np.asarray(loads), np.asarray(room, dtype=np.float64)
         return loads, room
 
     def _fluid_level(self, group_idx: list[int], loads: np.ndarray, room: np.ndarray) -> float:

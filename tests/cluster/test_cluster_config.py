@@ -114,3 +114,9 @@ def test_cluster_cli_flags_override_the_config_file(tmp_path):
     assert (c.cluster.num_workers, c.cluster.address, c.metrics.port, c.metrics.host) == (4, "auto", 0, "0.0.0.0")
     assert (c.data.data_dir, c.planner.strategy) == (str(tmp_path), "static")
     assert load(build_parser().parse_args(["train", "--config", str(path)])).train.resume is False
+
+
+def test_cluster_default_toml_spells_out_the_dataclass_defaults():
+    from cluster.config import TrainConfig
+
+    assert build_config(read_file(DEFAULT_CONFIG)).to_dict() == TrainConfig().to_dict()

@@ -134,3 +134,17 @@ def test_planner_rejects_bad_settings(preset):
         Planner(spec, cost, deadline_s=-1)
     with Planner(spec, cost) as planner, pytest.raises(ValueError, match="empty"):
         planner.submit(0, [])
+
+
+@pytest.mark.parametrize(
+    "strategy, options, message",
+    [
+        ("flexsp", {"solve_time_limit_s": 0}, "solve_time_limit_s must be > 0"),
+        ("flexsp", {"num_buckets": 0}, "num_buckets >= 1"),
+        ("fast", {"num_extra_micro_batches": -1}, "must be >= 0"),
+    ],
+)
+def test_bad_strategy_options(preset, strategy, options, message):
+    spec, cost = preset
+    with pytest.raises(ValueError, match=message):
+        plan([100, 200], spec, cost, strategy, **options)
