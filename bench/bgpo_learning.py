@@ -120,6 +120,7 @@ def write(args: argparse.Namespace, seeds: list[int], results: dict, wall_s: flo
         lines.append(
             f"| {name} | {budget} | {max(r['peak_saved_bytes'] for r in rs) / 2**20:.1f} | {mean_std(before)} | {mean_std(after)} | "
             f"{mean_std([a - b for a, b in zip(after, before)])} | {mean_std([r['test_after']['solved'] for r in rs])} | "
+            f"{statistics.mean(r['reward_first10'] for r in rs):.3f} -> {statistics.mean(r['reward_last10'] for r in rs):.3f} | "
             f"{statistics.mean(r['timings']['rl_s'] for r in rs):.0f} |"
         )
     command = (f"python bench/bgpo_learning.py --seeds {args.seeds} --steps {args.steps} --sft-steps {args.sft_steps} "

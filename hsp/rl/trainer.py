@@ -120,7 +120,12 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
     t0 = time.perf_counter()
     sft_history: list[float] = []
     if cfg.sft_checkpoint:
-        model.load_state_dict(torch.load(cfg.sft_checkpoint, weights_only=True))
+        try:
+            model.load_state_dict(torch.load(cfg.sft_checkpoint, weights_only=True))
+        except RuntimeError as err:
+            raise ValueError(f"{cfg.sft_checkpoint} does not fit this model (num_layers={cfg.num_layers}, hidden_size={cfg.hidden_size}, "
+                             f"num_heads={cfg.num_heads}, task={cfg.task}); pass the settings of the run that wrote it "
+                             f"(first mismatch: {str(err).splitlines()[-1].strip()})") from err
     else:
         sft_history = run_sft(model, train_set, cfg, gen)
     torch.save(model.state_dict(), run_dir / "sft.pt")
@@ -150,6 +155,8 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
             on_step(record)
     timings["rl_s"] = time.perf_counter() - t_rl
     after = evaluate(model, task, test_set, cfg)
+    if history:
+        history[-1]["test_accuracy"] = after["accuracy"]  # the curve ends at the final evaluation
     summary = {
         "config": cfg.to_dict(),
         "num_params": model.gpt.num_params(),

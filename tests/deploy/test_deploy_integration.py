@@ -19,8 +19,9 @@ PROM_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 SCRAPE_INTERVAL = "250ms"
 TRAIN_STEPS = 30
 TRAIN = ["train", "--steps", str(TRAIN_STEPS), "--num-workers", "2", "--checkpoint-every", "0", "--no-progress"]
-# A tiny SFT warm-up, then enough RL steps (~0.1 s each here) for several scrapes.
-RL = ["rl", "--steps", "40", "--sft-steps", "2", "--mc-samples", "2", "--group-size", "2",
+# A tiny SFT warm-up, then enough RL steps (~0.1 s each here) for many scrapes even
+# when the cores are busy (40 steps was seen to finish between two scrapes under load).
+RL = ["rl", "--steps", "120", "--sft-steps", "2", "--mc-samples", "2", "--group-size", "2",
       "--prompts-per-step", "1", "--train-items", "20", "--test-items", "4", "--eval-every", "1000",
       "--num-threads", "1", "--no-progress"]
 RL_PANEL = "RL reward"
