@@ -233,14 +233,17 @@ def machine_info(cores_before: list[int]) -> dict:
 
 def render_markdown(report: dict) -> str:
     m = report["machine"]
+    pinning = f"solves pinned to core {m['pinned_to_core']}"
+    if report["jobs"] > 1:
+        pinning = f"{report['jobs']} settings at a time, each process pinned to one of cores {m['cores_used']}"
     lines = [
         f"# Planner benchmark ({report['date_utc']})",
         "",
         "Cost-model predictions (seconds per global batch), not measurements on GPUs.",
         f"Workload: {report['workload']}. flexsp MILP time limit: {report['flexsp_time_limit_s']:g} s per "
         f"micro-batch; at N=1024 flexsp is dropped if one batch takes > {report['scale_flexsp_step_budget_s']:g} s.",
-        f"Machine: `{m['uname']}`; nproc {m['nproc']}; CPU {m['cpu']}; each solving process pinned to one of cores {m['cores_used']} "
-        f"with 1 BLAS thread, {report['jobs']} setting(s) at a time; Python {m['python']}; 1-min load average at start/end "
+        f"Machine: `{m['uname']}`; nproc {m['nproc']}; CPU {m['cpu']}; {pinning} with 1 BLAS thread; "
+        f"Python {m['python']}; 1-min load average at start/end "
         f"{m['load_average_start_end']} (other jobs shared the cores). Total wall time {report['wall_s']:.0f} s.",
         f"Command: `{report['command']}`",
         "",
