@@ -22,7 +22,7 @@ The predicted step time is the plan's (sum over micro-batches of the slowest gro
 the step's fixed tail (gradient all-reduce, clipping, AdamW), measured on warm-up steps
 before the timed ones; the tail is the same for every strategy.
 
-    .venv/bin/python bench/exec_bench.py               # ~5 minutes on 2 idle cores
+    .venv/bin/python bench/exec_bench.py               # ~2-3 minutes on 2 idle cores
     .venv/bin/python bench/exec_bench.py --quick       # fewer steps, a smoke run
 """
 
@@ -209,6 +209,7 @@ def step_table(reports: list[dict], runs: list[dict], tail_s: float) -> list[dic
         steps.append({"strategy": run["strategy"], "step": run["step"], "plan": plan.summary(),
                       "step_s": max(r["step_s"] for r in per_rank),  # the step ends with its slowest rank
                       "predicted_s": plan.predicted_s + tail_s,
+                      "lower_bound_s": plan.lower_bound_s + tail_s,
                       "mb_predicted_s": [mb.predicted_s for mb in plan.micro_batches],
                       "mb_measured_s": np.max([r["mb_total_s"] for r in per_rank], axis=0).tolist(),
                       "a2a_s": max(r["a2a_s"] for r in per_rank),
@@ -231,6 +232,9 @@ def summarize(steps: list[dict]) -> list[dict]:
                      "predicted_s": statistics.median(st["predicted_s"] for st in mine),
                      # throughput ratio (total time of the same batches) and the median paired ratio
                      "speedup_vs_static": sum(b["step_s"] for b in base.values()) / sum(measured),
+                     "predicted_speedup": sum(b["predicted_s"] for b in base.values()) / sum(st["predicted_s"] for st in mine),
+                     # the planner's lower bound on any plan of these batches: the most any planner could gain
+                     "bound_speedup": sum(b["predicted_s"] for b in base.values()) / sum(st["lower_bound_s"] for st in mine),
                      "median_paired_speedup": statistics.median(base[k]["step_s"] / st["step_s"] for k, st in by[strategy].items()),
                      "median_error": statistics.median(errors), "median_mb_error": statistics.median(mb_errors),
                      "a2a_s": statistics.mean(st["a2a_s"] for st in mine),
@@ -262,9 +266,19 @@ def table(result: dict) -> str:
         lines.append(f"| {r['strategy']} | {r['measured_s']:.3f} | {r['predicted_s']:.3f} | {r['speedup_vs_static']:.2f}x | "
                      f"{r['median_paired_speedup']:.2f}x | {r['median_error']:.1%} | {r['median_mb_error']:.1%} | "
                      f"{r['a2a_s']:.3f} | {r['num_micro_batches']:.1f} |")
+    rows = {r["strategy"]: r for r in result["rows"]}
+    st, fa = rows["static"], rows["fast"]
+    lines.append(f"\nCost model's view of the same batches: `fast` predicted {fa['predicted_speedup']:.2f}x faster than "
+                 f"`static`; no plan can be more than {fa['bound_speedup']:.2f}x faster (static predicted / the planner's "
+                 f"lower bound). `static` spends {st['a2a_s'] / st['mean_measured_s']:.0%} of its step in all-to-alls; "
+                 f"step minus all-to-all: static {st['mean_measured_s'] - st['a2a_s']:.3f} s, fast "
+                 f"{fa['mean_measured_s'] - fa['a2a_s']:.3f} s (means).")
     nz = result["noise"]
-    lines.append(f"\nNoise floor: each step's static plan ran twice; the two runs differ by {nz['median_spread']:.1%} "
+    lines.append(f"Noise floor: each step's static plan ran twice; the two runs differ by {nz['median_spread']:.1%} "
                  f"(median over {nz['pairs']} steps), total time ratio {nz['total_ratio']:.3f}.")
+    if result["foreign_cpu_share"] > 0.05:
+        lines.append(f"**Disturbed:** other processes took {result['foreign_cpu_share']:.0%} of the CPU during this run; "
+                     f"rerun on an idle machine.")
     if "median_rel_error" in result["profile"]:
         p = result["profile"]
         lines.append(f"Profile ({p['num_samples']} samples, {p['seconds']:.0f} s): median fit error "

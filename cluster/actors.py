@@ -14,6 +14,15 @@ from dataclasses import dataclass
 import ray
 
 
+def free_rendezvous_address() -> str:
+    """tcp://ip:port on the calling actor's node with a port free right now (rank 0 only)."""
+    ip = ray.util.get_node_ip_address()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        port = sock.getsockname()[1]
+    return f"tcp://{ip}:{port}"
+
+
 @dataclass
 class RankResult:
     """A rank's StepReport plus where its time went inside the actor."""
@@ -38,12 +47,7 @@ class WorkerActor:
         return os.getpid()
 
     def rendezvous_address(self) -> str:
-        """tcp://ip:port on this actor's node with a port free right now (rank 0 only)."""
-        ip = ray.util.get_node_ip_address()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((ip, 0))
-            port = sock.getsockname()[1]
-        return f"tcp://{ip}:{port}"
+        return free_rendezvous_address()
 
     def setup(self, rank: int, world_size: int, rendezvous: str, config) -> int:
         self.worker.setup(rank, world_size, rendezvous, config)

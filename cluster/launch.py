@@ -74,7 +74,10 @@ class WorkerGroup:
         cpus_per_worker: float,
         gpus_per_worker: float,
         setup_timeout_s: float,
+        actor_class=WorkerActor,
     ):
+        """actor_class(data_spec) must offer rendezvous_address(), setup(rank,
+        world_size, rendezvous, worker_config) and shutdown() like WorkerActor."""
         self.num_workers = num_workers
         bundle = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
         self.pg = placement_group([dict(bundle) for _ in range(num_workers)], strategy="PACK")
@@ -89,7 +92,7 @@ class WorkerGroup:
             for rank in range(num_workers):
                 strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=rank)
                 options = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker, "scheduling_strategy": strategy}
-                self.actors.append(WorkerActor.options(**options).remote(data_spec))
+                self.actors.append(actor_class.options(**options).remote(data_spec))
             rendezvous = self._get([self.actors[0].rendezvous_address.remote()], setup_timeout_s)[0]
             config_ref = ray.put(worker_config)
             calls = [a.setup.remote(r, num_workers, rendezvous, config_ref) for r, a in enumerate(self.actors)]

@@ -3,6 +3,10 @@
 Example (a few minutes on 2 CPU cores):
 
     hsp rl --task sudoku4 --algo bgpo --mc-samples 16 --group-size 8 --steps 30 --run-dir runs/rl
+
+Data-parallel on Ray workers (an embedded local Ray, or --address to join a cluster):
+
+    hsp rl --num-workers 2 --prompts-per-step 4 --run-dir runs/rl-dp
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def register(subparsers) -> None:
         else:
             p.add_argument(flag, type=kind, default=default, choices=choices.get(f.name), help=f"{help_text} Default: {default}.")
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"Output directory (summary.json, reward_curve.png, sft.pt). Default: {DEFAULT_RUN_DIR}.")
+    p.add_argument("--address", default="", help="With --num-workers > 1: join this Ray cluster ('auto' or host:port) instead of starting an embedded local one.")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="With --num-workers > 1: Ray CPUs reserved per rank. Default: 1.")
     p.add_argument("--no-progress", action="store_true", help="Disable the progress bar.")
     p.add_argument("--metrics-port", type=int, default=None, help="Serve Prometheus metrics (hsp_rl_reward, hsp_steps_total, ...) on this port.")
     p.set_defaults(func=run)
@@ -71,9 +77,16 @@ def run(args: argparse.Namespace) -> int:
     if values["mc_samples"] is None:
         values["mc_samples"] = 1 if values["algo"] == "diffu-grpo" else 16
     cfg = RLConfig(**values)
+    if args.cpus_per_worker <= 0:
+        raise ValueError(f"--cpus-per-worker must be > 0, got {args.cpus_per_worker}")
     on_step = _metrics_callback(args.metrics_port) if args.metrics_port else None
-    summary = train(cfg, args.run_dir, progress=not args.no_progress, on_step=on_step)
-    brief = {k: summary[k] for k in ("test_accuracy_before", "test_accuracy_after", "sample_bytes", "peak_saved_bytes")}
+    make_parallel = None
+    if cfg.num_workers > 1:
+        from cluster.rl_workers import parallel_factory
+
+        make_parallel = parallel_factory(args.address, args.cpus_per_worker)
+    summary = train(cfg, args.run_dir, progress=not args.no_progress, on_step=on_step, make_parallel=make_parallel)
+    brief = {k: summary[k] for k in ("num_workers", "test_accuracy_before", "test_accuracy_after", "sample_bytes", "peak_saved_bytes")}
     brief["timings"] = {k: round(v, 1) for k, v in summary["timings"].items()}
     print(json.dumps(brief))
     print(f"wrote {args.run_dir}/summary.json and {args.run_dir}/reward_curve.png")

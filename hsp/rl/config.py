@@ -64,7 +64,11 @@ class RLConfig:
     eval_every: int = 10
     """Evaluate test accuracy every this many RL steps (0 = only before and after RL)."""
     num_threads: int = 2
-    """torch intra-op threads."""
+    """torch intra-op threads (per rank when num_workers > 1)."""
+    num_workers: int = 0
+    """Data-parallel ranks (Ray actors) of the RL steps; 0 or 1 = this process only.
+    Each rank rolls out its share of a step's prompts; the update equals the one-process
+    update on all of them."""
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
@@ -80,7 +84,10 @@ class RLConfig:
         for name in ("mc_samples", "prompts_per_step", "inner_steps", "train_items", "test_items", "act_budget_bytes", "num_threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("steps", "sft_steps", "eval_every"):
+        if self.num_workers > 1 and self.prompts_per_step < self.num_workers:
+            raise ValueError(f"prompts_per_step={self.prompts_per_step} < num_workers={self.num_workers}: every rank needs at least one "
+                             f"prompt per step; raise --prompts-per-step to >= {self.num_workers} or lower --num-workers")
+        for name in ("steps", "sft_steps", "eval_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -1,6 +1,7 @@
 """`hsp rl` end to end: SFT warm-up, then RL steps (rollouts, rewards, advantages, update).
 
-Single process on CPU. The run directory gets `summary.json` (config, test accuracy
+Single process on CPU by default; with num_workers > 1 the RL steps run data-parallel
+(hsp/rl/distributed.py, hosted on Ray by cluster/rl_workers.py). The run directory gets `summary.json` (config, test accuracy
 before and after RL, per-step history, timings, measured memory), `sft.pt` (the SFT
 weights, reusable with --sft-checkpoint), and `reward_curve.png`.
 """
@@ -11,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from tqdm import tqdm
@@ -83,16 +84,23 @@ def rollout(model: DiffusionLM, task: Task, train: TaskBatch, cfg: RLConfig, gen
     return Rollouts(prompts, responses, adv), rewards
 
 
-def rl_step(model: DiffusionLM, opt: torch.optim.Optimizer, batch: Rollouts, cfg: RLConfig, gen: torch.Generator, sample_bytes: int) -> tuple[float, int]:
-    """Inner updates on one batch of rollouts; returns (last loss, peak saved bytes)."""
+def rl_step(model: DiffusionLM, opt: torch.optim.Optimizer, batch: Rollouts, cfg: RLConfig, gen: torch.Generator, sample_bytes: int,
+            *, global_rows: tuple[int, int] | None = None, reduce: Callable[[float], float] | None = None) -> tuple[float, int]:
+    """Inner updates on one batch of rollouts; returns (last loss, peak saved bytes).
+
+    Data-parallel ranks pass their rows of the step batch (`global_rows`, see
+    PolicyUpdate) and `reduce`, which sums the gradients (and returns the summed loss)
+    over ranks before the clip and the optimizer step."""
     update = PolicyUpdate(model, cfg.algo, batch, num_samples=cfg.mc_samples, elbo_form=cfg.elbo_form,
-                          generator=gen, min_t=cfg.min_t, clip_eps=cfg.clip_eps)
+                          generator=gen, min_t=cfg.min_t, clip_eps=cfg.clip_eps, global_rows=global_rows)
     meter = SavedBytesMeter(model.parameters())
     loss = 0.0
     for _ in range(cfg.inner_steps):
         opt.zero_grad(set_to_none=True)
         with meter:
             loss = update.backward(cfg.act_budget_bytes, sample_bytes)
+        if reduce is not None:
+            loss = reduce(loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         opt.step()
     return loss, meter.peak_bytes
@@ -105,8 +113,45 @@ def measure_sample_bytes(model: DiffusionLM, task: Task, train: TaskBatch, cfg: 
     return PolicyUpdate(model, algo, probe, num_samples=1, elbo_form=cfg.elbo_form, generator=torch.Generator().manual_seed(0)).sample_bytes()
 
 
-def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Callable[[dict], None] | None = None) -> dict:
-    """Run SFT (or load it) and RL; write the run directory; return the summary dict."""
+class Policy(Protocol):
+    """Where RL steps run: `step` returns the step's record (reward, loss, rollout_s,
+    peak_saved_bytes), `evaluate` the test metrics of the current weights."""
+
+    def step(self, step: int) -> dict: ...
+    def evaluate(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+class LocalPolicy:
+    """The single-process policy: rollouts and updates in this process, one generator."""
+
+    def __init__(self, model: DiffusionLM, task: Task, train_set: TaskBatch, test_set: TaskBatch, cfg: RLConfig,
+                 gen: torch.Generator, sample_bytes: int):
+        self.model, self.task, self.train_set, self.test_set = model, task, train_set, test_set
+        self.cfg, self.gen, self.sample_bytes = cfg, gen, sample_bytes
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+    def step(self, step: int) -> dict:
+        t = time.perf_counter()
+        batch, rewards = rollout(self.model, self.task, self.train_set, self.cfg, self.gen)
+        t_roll = time.perf_counter() - t
+        loss, peak = rl_step(self.model, self.opt, batch, self.cfg, self.gen, self.sample_bytes)
+        return {"reward": float(rewards.mean()), "loss": loss, "rollout_s": t_roll, "peak_saved_bytes": peak}
+
+    def evaluate(self) -> dict:
+        return evaluate(self.model, self.task, self.test_set, self.cfg)
+
+    def close(self) -> None:
+        pass
+
+
+def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Callable[[dict], None] | None = None,
+          make_parallel: Callable[[RLConfig, dict], "Policy"] | None = None) -> dict:
+    """Run SFT (or load it) and RL; write the run directory; return the summary dict.
+
+    SFT and the first evaluation run here; the RL steps run on a `Policy`: this process
+    (LocalPolicy) or, with cfg.num_workers > 1, data-parallel ranks built by
+    `make_parallel(cfg, sft_state_dict)` (cluster/rl_workers.py builds them on Ray)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
@@ -133,33 +178,39 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
 
     before = evaluate(model, task, test_set, cfg)
     sample_bytes = measure_sample_bytes(model, task, train_set, cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if cfg.num_workers > 1:
+        if make_parallel is None:
+            raise ValueError(f"num_workers={cfg.num_workers} runs on Ray workers: start it with `hsp rl --num-workers {cfg.num_workers}`, "
+                             "or pass num_workers=0 for one process")
+        policy = make_parallel(cfg, model.state_dict())
+    else:
+        policy = LocalPolicy(model, task, train_set, test_set, cfg, gen, sample_bytes)
     history: list[dict] = []
-    peak_saved = 0
     test_acc = before["accuracy"]
     bar = tqdm(range(cfg.steps), desc=f"rl {cfg.algo} n_t={cfg.mc_samples}", disable=not progress)
     t_rl = time.perf_counter()
-    for step in bar:
-        t = time.perf_counter()
-        batch, rewards = rollout(model, task, train_set, cfg, gen)
-        t_roll = time.perf_counter() - t
-        loss, peak = rl_step(model, opt, batch, cfg, gen, sample_bytes)
-        peak_saved = max(peak_saved, peak)
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            test_acc = evaluate(model, task, test_set, cfg)["accuracy"]
-        record = {"step": step + 1, "reward": float(rewards.mean()), "loss": loss, "test_accuracy": test_acc,
-                  "rollout_s": t_roll, "step_s": time.perf_counter() - t, "peak_saved_bytes": peak}
-        history.append(record)
-        bar.set_postfix(reward=f"{record['reward']:.3f}", test=f"{test_acc:.3f}", s=f"{record['step_s']:.2f}")
-        if on_step:
-            on_step(record)
-    timings["rl_s"] = time.perf_counter() - t_rl
-    after = evaluate(model, task, test_set, cfg)
+    try:
+        for step in bar:
+            t = time.perf_counter()
+            record = {"step": step + 1, **policy.step(step)}
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                test_acc = policy.evaluate()["accuracy"]
+            record.update(test_accuracy=test_acc, step_s=time.perf_counter() - t)
+            history.append(record)
+            bar.set_postfix(reward=f"{record['reward']:.3f}", test=f"{test_acc:.3f}", s=f"{record['step_s']:.2f}")
+            if on_step:
+                on_step(record)
+        timings["rl_s"] = time.perf_counter() - t_rl
+        after = policy.evaluate()
+    finally:
+        policy.close()
+    peak_saved = max((r["peak_saved_bytes"] for r in history), default=0)
     if history:
         history[-1]["test_accuracy"] = after["accuracy"]  # the curve ends at the final evaluation
     summary = {
         "config": cfg.to_dict(),
         "num_params": model.gpt.num_params(),
+        "num_workers": max(1, cfg.num_workers),
         "num_test_items": len(test_set.prompts),
         "test_before": before,
         "test_after": after,

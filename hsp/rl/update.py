@@ -55,7 +55,13 @@ class PolicyUpdate:
         min_t: float = 1e-3,
         clip_eps: float = 0.2,
         prompt_mask_prob: float = 0.15,
+        global_rows: tuple[int, int] | None = None,
     ):
+        """global_rows=(first, total): `rollouts` are rows [first, first + N) of a step
+        batch of `total` rows split over data-parallel ranks. Masks are drawn for all
+        `total` rows (every rank passes an identically seeded generator, so all draw the
+        same ones) and sliced, and losses are normalised by `total`: the ranks' gradients
+        then sum to the whole batch's. None = this is the whole batch."""
         if algo not in ALGOS:
             raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
         if algo == "diffu-grpo" and num_samples != 1:
@@ -63,14 +69,20 @@ class PolicyUpdate:
         self.model, self.algo, self.r = model, algo, rollouts
         self.num_samples, self.clip_eps = num_samples, clip_eps
         n, length = rollouts.responses.shape
+        first, total = global_rows if global_rows is not None else (0, n)
+        if first < 0 or first + n > total:
+            raise ValueError(f"global_rows={global_rows}: rows [{first}, {first + n}) do not fit in a batch of {total} rows")
+        self.total_rows = total
+        mine = slice(first, first + n)
         if algo == "diffu-grpo":
             # d1: the whole response masked, prompt tokens masked w.p. prompt_mask_prob
             self.masks = torch.ones(n, 1, length, dtype=torch.bool)
             self.weights = torch.ones(n, 1, dtype=torch.float64)
-            self.prompt_masks = torch.rand(rollouts.prompts.shape, generator=generator) < prompt_mask_prob
+            prompt_shape = (total, rollouts.prompts.shape[1])
+            self.prompt_masks = (torch.rand(prompt_shape, generator=generator) < prompt_mask_prob)[mine]
             self.old = torch.full((n, length), float("nan"), dtype=torch.float64)
         else:
-            draws = [sample_masks(num_samples, length, elbo_form, generator, min_t) for _ in range(n)]
+            draws = [sample_masks(num_samples, length, elbo_form, generator, min_t) for _ in range(total)][mine]
             self.masks = torch.stack([m for m, _ in draws])  # (N, n_t, L)
             self.weights = torch.stack([w for _, w in draws])  # (N, n_t)
             self.prompt_masks = torch.zeros(rollouts.prompts.shape, dtype=torch.bool)
@@ -117,7 +129,7 @@ class PolicyUpdate:
 
     def loss(self, units: list) -> torch.Tensor:
         """Loss of a chunk of units, weighted so that chunk losses sum to the batch loss."""
-        n, adv = self.r.responses.shape[0], self.r.advantages
+        n, adv = self.total_rows, self.r.advantages
         if self.algo == "bgpo":
             rows, cols = [u[0] for u in units], [u[1] for u in units]
             terms = self._sample_terms(rows, cols)  # (K,)

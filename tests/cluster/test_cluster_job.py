@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from cluster_testlib import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

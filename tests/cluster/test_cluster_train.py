@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import free_port, tiny_config
+from cluster_testlib import free_port, tiny_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluster.metrics import SERIES

@@ -1,32 +1,12 @@
-"""Ray-tier fixtures: ONE local Ray session for every test in tests/cluster."""
+"""Ray-tier helpers (a plain module, not a conftest, so its name cannot clash with other
+tiers' conftest modules); the one Ray session (`ray_session`) is in tests/conftest.py."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-import pytest
-
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    import ray
-
-    if not ray.is_initialized():
-        # address="local": never attach to another Ray running on this machine (e.g. the
-        # head the job-submit test starts); 4 logical CPUs so a rebuilt group can be
-        # placed while the failed one is still being torn down
-        ray.init(
-            address="local",
-            num_cpus=4,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-        )
-    yield ray
-    ray.shutdown()
 
 
 def free_port() -> int:
