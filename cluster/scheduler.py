@@ -139,9 +139,15 @@ class Scheduler:
 
     def _start(self) -> int:
         self.group = self._build_group()
-        if not self.config.train.resume:
-            return 0
         path = checkpoint.checkpoint_dir(self.config.train.run_dir) / checkpoint.LATEST
+        if not self.config.train.resume:
+            if path.exists():
+                log.warning(
+                    "%s already holds a checkpoint; starting from step 0 and overwriting it. "
+                    "Use --resume to continue that run, or --run-dir DIR for a new one",
+                    self.config.train.run_dir,
+                )
+            return 0
         payload = checkpoint.load(self.config.train.run_dir)
         if payload is None:
             log.warning("--resume: %s does not exist, starting from step 0", path)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -19,8 +20,7 @@ PROM_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 SCRAPE_INTERVAL = "250ms"
 TRAIN_STEPS = 30
 TRAIN = ["train", "--steps", str(TRAIN_STEPS), "--num-workers", "2", "--checkpoint-every", "0", "--no-progress"]
-# A tiny SFT warm-up, then enough RL steps (~0.1 s each here) for many scrapes even
-# when the cores are busy (40 steps was seen to finish between two scrapes under load).
+# A tiny SFT warm-up, then enough RL steps (15-100 ms each here) for several scrapes.
 RL = ["rl", "--steps", "120", "--sft-steps", "2", "--mc-samples", "2", "--group-size", "2",
       "--prompts-per-step", "1", "--train-items", "20", "--test-items", "4", "--eval-every", "1000",
       "--num-threads", "1", "--no-progress"]
@@ -56,6 +56,36 @@ def scrape_config(train_port: int, rl_port: int) -> dict:
     return config
 
 
+def hsp_targets(prom: PrometheusServer) -> dict[str, dict]:
+    targets = prom.api("targets")["data"]["activeTargets"]
+    return {t["labels"]["run"]: t for t in targets if "run" in t["labels"]}
+
+
+def wait_for_targets(prom: PrometheusServer, runs: set[str], timeout_s: float = 30.0) -> None:
+    """Prometheus hands discovered targets to its scrape loops in batches (every ~5 s),
+    so a run shorter than that could end before its first scrape: wait for them first."""
+    deadline = time.monotonic() + timeout_s
+    while set(hsp_targets(prom)) < runs:
+        assert time.monotonic() < deadline, f"Prometheus did not load targets {runs}: {hsp_targets(prom)}"
+        time.sleep(0.2)
+
+
+def wait_scraped(prom: PrometheusServer, runs: dict[str, subprocess.Popen]) -> dict[str, str]:
+    """Poll until every run's target has been scraped ('up'); returns the last scrape
+    error of each run that ended before that happened."""
+    pending, errors = set(runs), {}
+    while pending:
+        targets = hsp_targets(prom)
+        for name in list(pending):
+            if targets[name]["health"] == "up":
+                pending.discard(name)
+            elif runs[name].poll() is not None:
+                errors[name] = targets[name].get("lastError") or "never scraped"
+                pending.discard(name)
+        time.sleep(0.1)
+    return errors
+
+
 def last_sample_time(prom: PrometheusServer, selector: str) -> float:
     """Time of the newest scraped sample of `selector`. The runs have ended, so instant
     queries at `now` would only see stale series: panels are evaluated at this time."""
@@ -70,13 +100,16 @@ def test_deploy_prometheus_scrapes_hsp_runs_and_every_panel_has_data(tmp_path):
     train_port, rl_port = free_port(), free_port()
     prom = PrometheusServer(scrape_config(train_port, rl_port), tmp_path / "prom")
     try:
+        wait_for_targets(prom, {"train", "rl"})
         logs = {"train": tmp_path / "train.log", "rl": tmp_path / "rl.log"}
         runs = {
             "train": start_run(TRAIN + ["--metrics-port", str(train_port), "--run-dir", str(tmp_path / "train")], logs["train"]),
             "rl": start_run(RL + ["--metrics-port", str(rl_port), "--run-dir", str(tmp_path / "rl")], logs["rl"]),
         }
+        errors = wait_scraped(prom, runs)
         for name, proc in runs.items():
             wait(proc, logs[name], timeout_s=300)
+        assert not errors, f"runs ended before Prometheus scraped them: {errors}"
 
         at = last_sample_time(prom, 'hsp_steps_total{run="train"}')
         at_rl = last_sample_time(prom, 'hsp_rl_reward{run="rl"}')
