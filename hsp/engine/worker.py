@@ -27,6 +27,7 @@ from hsp.engine.memory import peak_bytes, reset_peak
 from hsp.engine.pack import IGNORE, pack_shard
 from hsp.model.gpt import GPT
 from hsp.parallel.comm import CommTimer
+from hsp.parallel.grads import all_reduce_grads
 from hsp.parallel.groups import GroupCatalogue
 from hsp.parallel.ulysses import UlyssesAttention
 from solver.plan import StepPlan, validate
@@ -122,7 +123,7 @@ class Worker:
             reports.append(report.as_dict())
         reduce_start = time.perf_counter()
         with self._collectives("the gradient all-reduce over all ranks"):
-            global_loss = self._all_reduce_grads(local_loss)
+            [global_loss] = all_reduce_grads(self.model.parameters(), [local_loss])
         allreduce_s = time.perf_counter() - reduce_start
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
@@ -217,24 +218,6 @@ class Worker:
             torch.cuda.synchronize(self.device)
         total = time.perf_counter() - start
         return loss, tokens, MicroBatchReport(total - timer.seconds, timer.seconds, total, work.num_chunks)
-
-    def _all_reduce_grads(self, local_loss: float) -> float:
-        """Sum gradients (and the loss) over all ranks in one flat buffer."""
-        params = list(self.model.parameters())
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        # bf16 sums lose digits: reduce in float32 then
-        dtype = torch.float32 if grads[0].dtype == torch.bfloat16 else grads[0].dtype
-        loss = torch.tensor([local_loss], dtype=dtype, device=self.device)
-        flat = torch.cat([g.reshape(-1).to(dtype) for g in grads] + [loss])
-        dist.all_reduce(flat)
-        offset = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
-            if p.grad is None:
-                p.grad = g
-            p.grad.copy_(flat[offset : offset + n].view_as(g))  # copy_ casts back
-            offset += n
-        return float(flat[-1])
 
 
 def pin_to_cpus(rank: int, world_size: int) -> set[int]:

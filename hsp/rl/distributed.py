@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 
 from hsp.rl import losses
-from hsp.rl.comm import all_reduce_grads, all_reduce_max, all_reduce_sum, join_group
+from hsp.parallel.grads import all_reduce_grads
+from hsp.rl.comm import all_reduce_max, all_reduce_sum, join_group
 from hsp.rl.config import RLConfig
 from hsp.rl.diffusion import DiffusionLM
 from hsp.rl.sampler import generate
@@ -56,7 +57,7 @@ def data_parallel_update(model: DiffusionLM, opt: torch.optim.Optimizer, batch: 
     summed: list[list[float]] = []
 
     def reduce(local_loss: float) -> float:
-        summed.append(all_reduce_grads(model.parameters(), [local_loss, *scalars]))
+        summed.append(all_reduce_grads(model.parameters(), [local_loss, *scalars], buffer_dtype=torch.float64))
         return summed[-1][0]
 
     loss, peak = rl_step(model, opt, batch, cfg, generator, sample_bytes, global_rows=rows, reduce=reduce)
