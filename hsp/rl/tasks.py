@@ -12,6 +12,7 @@ items whose prompt also occurs in its training set (`drop_overlap`).
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,20 +40,20 @@ class TaskBatch:
     answers: torch.Tensor
 
 
-class Task:
+class Task(ABC):
     """A verifiable-reward task: generates items and scores responses in [0, 1]."""
 
     name: str
     prompt_len: int
     response_len: int
 
+    @abstractmethod
     def item(self, rng: np.random.Generator) -> tuple[list[int], list[int]]:
         """One (prompt ids, reference response ids)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reward(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """(N,) float rewards in [0, 1] for responses (N, response_len)."""
-        raise NotImplementedError
 
     def solved(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
         """(N,) bool: the response is fully correct."""
