@@ -31,22 +31,39 @@ def assign_earliest_finish(
     micro-batches whose tokens nearly fill the cluster."""
     if by_room:
         return _assign_by_room(lengths, min_idx, group_idx, degrees, capacity)
-    num_deg = len(degrees)
-    heaps: list[list[tuple[float, int]]] = [[] for _ in range(num_deg)]
+    order = np.argsort(-lengths, kind="stable").tolist()
+    placed = earliest_finish(order, lengths.tolist(), times.tolist(), min_idx.tolist(),
+                             [degrees[j] * capacity for j in group_idx], group_idx)
+    return None if placed is None else placed[0]
+
+
+def earliest_finish(
+    order: list[int],
+    lengths: list[int],
+    rows: list[list[float]],
+    min_idx: list[int],
+    room: list[float],
+    group_idx: list[int],
+) -> tuple[list[list[int]], list[float], list[float]] | None:
+    """The greedy core shared by the assignment and the shape scorer: in `order`, each
+    sequence i goes to the group that finishes it earliest (rows[i][j] seconds on degree
+    class j) among classes >= min_idx[i] with token room for it. `room` is each group's
+    token room. Returns (members, loads, room left) per group, or None if one fits nowhere.
+    Plain lists throughout: this runs per candidate shape, where scalar access dominates."""
+    heaps: dict[int, list[tuple[float, int]]] = {}
     for g, j in enumerate(group_idx):
-        heaps[j].append((0.0, g))
-    room = [degrees[j] * capacity for j in group_idx]
+        heaps.setdefault(j, []).append((0.0, g))
+    classes = sorted(heaps)
+    room = list(room)
+    loads = [0.0] * len(group_idx)
     members: list[list[int]] = [[] for _ in group_idx]
-    classes = [j for j in range(num_deg) if heaps[j]]
-    smallest = int(lengths.min())
-    rows, floor_idx = times.tolist(), min_idx.tolist()  # plain lists: scalar access is cheap
-    for i in np.argsort(-lengths, kind="stable").tolist():
-        s = int(lengths[i])
-        t_i = rows[i]
+    smallest = min(lengths, default=0)
+    for i in order:
+        s, t_i = lengths[i], rows[i]
         best = None  # (finish, class)
         parked: list[tuple[int, tuple[float, int]]] = []
         for j in classes:
-            if j < floor_idx[i]:
+            if j < min_idx[i]:
                 continue
             heap = heaps[j]
             while heap and room[heap[0][1]] < s:  # full for this one; maybe not for later ones
@@ -61,13 +78,14 @@ def assign_earliest_finish(
             finish, j = best
             _, g = heapq.heappop(heaps[j])  # the top that has room (full ones are parked)
             members[g].append(i)
+            loads[g] = finish
             room[g] -= s
             heapq.heappush(heaps[j], (finish, g))
         for j, entry in parked:
             heapq.heappush(heaps[j], entry)
         if best is None:
             return None
-    return members
+    return members, loads, room
 
 
 def _assign_by_room(lengths, min_idx, group_idx, degrees, capacity) -> list[list[int]] | None:

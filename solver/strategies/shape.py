@@ -16,9 +16,9 @@ Degree-1 groups are always "whatever ranks are left", so every shape tiles N.
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
+
+from solver.strategies.packing import earliest_finish
 
 BUDGET_SLACKS = (1.0, 1.2, np.inf)
 """Time budgets for the starting shapes, as multiples of the micro-batch's target time;
@@ -65,42 +65,14 @@ class ShapeScorer:
         return max(float(loads.max(initial=0.0)), self._fluid_level(group_idx, loads, room))
 
     def _explicit_loads(self, group_idx: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
-        heaps: dict[int, list[tuple[float, int]]] = {}
-        for g, j in enumerate(group_idx):
-            heaps.setdefault(j, []).append((0.0, g))
-        loads = [0.0] * len(group_idx)
         room = (self.deg[np.asarray(group_idx)] * self.capacity).tolist()  # token room per group
-        classes = sorted(heaps)
-        lengths, rows, min_idx = self.explicit_lengths, self.explicit_rows, self.explicit_min_idx
-        smallest = min(lengths, default=0)
-        for i in range(len(lengths)):
-            size, t_i = lengths[i], rows[i]
-            best = None
-            parked = []
-            for j in classes:
-                if j < min_idx[i]:
-                    continue
-                heap = heaps[j]
-                while heap and room[heap[0][1]] < size:  # full for this one
-                    entry = heapq.heappop(heap)
-                    if room[entry[1]] >= smallest:  # may still take a shorter one later
-                        parked.append((j, entry))
-                if heap:
-                    finish = heap[0][0] + t_i[j]
-                    if best is None or finish < best[0]:
-                        best = (finish, j)
-            if best is not None:
-                finish, j = best
-                _, g = heapq.heappop(heaps[j])
-                loads[g] = finish
-                room[g] -= size
-                heapq.heappush(heaps[j], (finish, g))
-            for j, entry in parked:
-                heapq.heappush(heaps[j], entry)
-            if best is None:
-                return None
-        loads, room = np.asarray(loads), np.asarray(room, dtype=np.float64)
-        return loads, room
+        lengths = self.explicit_lengths
+        placed = earliest_finish(range(len(lengths)), lengths, self.explicit_rows,
+                                 self.explicit_min_idx, room, group_idx)
+        if placed is None:
+            return None
+        _, loads, room = placed
+        return np.asarray(loads), np.asarray(room, dtype=np.float64)
 
     def _fluid_level(self, group_idx: list[int], loads: np.ndarray, room: np.ndarray) -> float:
         """Level L the fluid reaches: sum_g min(rate_g (L - load_g)+, cap_g) = fluid, where
