@@ -36,7 +36,8 @@ from solver.plan import PlanError  # noqa: E402
 from solver.simulate import StrategyRun, plan_and_check, summarize_runs, workload_static_degree  # noqa: E402
 from solver.workloads import BatchSampler, FileSource, get_workload, parse_length  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "wikipedia_lengths.txt"
+# FlexSP's Wikipedia lengths file: $HSP_WIKIPEDIA_LENGTHS, else a sibling shared/ checkout if present
+DEFAULT_DATA = os.environ.get("HSP_WIKIPEDIA_LENGTHS") or str(ROOT.parent / "shared" / "data" / "wikipedia_lengths.txt")
 ALL = ("static", "batch-ada", "megatron-dcp", "flexsp", "fast")
 
 

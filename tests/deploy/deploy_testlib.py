@@ -22,20 +22,17 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.shared_data import KUBERAY_CRDS, in_ci, require
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "hsp"
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "hsp-rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "hsp-dashboard.json"
-CRD_DIR = ROOT.parent / "shared" / "kuberay-crds"
 KUBE_VERSION = "1.30.0"
 
 # Grafana variables in dashboard queries, replaced by what Grafana would send.
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s", "$job": ".+"}
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def require_tool(name: str) -> str:
@@ -103,10 +100,9 @@ def _strict(node, path=""):
 def crd_validator(kind: str) -> jsonschema.Draft7Validator:
     """A strict validator for ray.io/v1 `kind` (RayJob or RayCluster)."""
     files = {"RayJob": "ray.io_rayjobs.yaml", "RayCluster": "ray.io_rayclusters.yaml"}
-    path = CRD_DIR / files[kind]
+    path = require(KUBERAY_CRDS) / files[kind]
     if not path.exists():
-        pytest.fail(f"KubeRay CRD {path} missing: the deploy tests validate against "
-                    "../shared/kuberay-crds (see its README)")
+        pytest.fail(f"KubeRay CRD {path} missing from the CRD folder ({KUBERAY_CRDS[0]})")
     crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))

@@ -1,10 +1,10 @@
 """Workloads: lengths files, the built-in Wikipedia shape, synthetic tails, the batch sampler."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.shared_data import WIKIPEDIA_LENGTHS, require
 from solver.workloads import (
     BatchSampler,
     FileSource,
@@ -17,7 +17,6 @@ from solver.workloads import (
 )
 
 # ../shared/data next to the repository, as in the project's layout
-WIKIPEDIA_FILE = Path(__file__).resolve().parents[3] / "shared" / "data" / "wikipedia_lengths.txt"
 
 
 @pytest.mark.parametrize(
@@ -94,9 +93,8 @@ def test_wikipedia_quantile_table_keeps_the_papers_shape():
     assert source.longest(192_000) == 187_084 and source.longest(384_000) == 300_280
 
 
-@pytest.mark.skipif(not WIKIPEDIA_FILE.is_file(), reason="../shared/data/wikipedia_lengths.txt not present")
 def test_wikipedia_builtin_matches_the_real_file():
-    real = FileSource.from_file(WIKIPEDIA_FILE)
+    real = FileSource.from_file(require(WIKIPEDIA_LENGTHS))
     builtin = get_workload("wikipedia")
     a = summarize(real.lengths)
     b = summarize(builtin.sample(1_000_000, np.random.default_rng(7)))
