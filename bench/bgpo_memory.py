@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hsp.model.gpt import GPTConfig  # noqa: E402
 from hsp.rl.diffusion import DiffusionLM  # noqa: E402
-from hsp.rl.memory import SavedBytesMeter  # noqa: E402
+from hsp.engine.memory import SavedBytesMeter  # noqa: E402
 from hsp.rl.tasks import MASK, VOCAB_SIZE  # noqa: E402
 from hsp.rl.update import PolicyUpdate, Rollouts  # noqa: E402
 

@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hsp.engine import Worker, WorkerConfig  # noqa: E402
+from hsp.engine import Rank, SupervisedSpec, WorkerConfig  # noqa: E402
 from hsp.engine.profile import ProfileConfig, residual_table, run_profile  # noqa: E402
 from hsp.model.gpt import GPTConfig  # noqa: E402
 from hsp.testing import run_ranks  # noqa: E402
@@ -90,8 +90,9 @@ def model_config(args) -> GPTConfig:
 
 def bench_rank(rank: int, world_size: int, rendezvous: str, config: WorkerConfig, warmup: list, runs: list) -> dict:
     """Warm-up steps (which measure the step tail), then every (strategy, step) in order."""
-    worker = Worker()
-    worker.setup(rank, world_size, rendezvous, config)
+    host = Rank()
+    host.setup(rank, world_size, rendezvous, SupervisedSpec(worker=config))
+    worker = host.program
     out = {"tail_s": [], "runs": []}
     try:
         torch.manual_seed(0)
@@ -108,7 +109,7 @@ def bench_rank(rank: int, world_size: int, rendezvous: str, config: WorkerConfig
                                 "a2a_s": sum(mb["a2a_s"] for mb in report.micro_batches),
                                 "allreduce_s": report.allreduce_s, "peak_memory_bytes": report.peak_memory_bytes})
     finally:
-        worker.shutdown()
+        host.shutdown()
     return out
 
 

@@ -103,7 +103,7 @@ def breakdown(rows: list[dict]) -> dict:
 
 LABELS = {
     "step": "step time (driver view)",
-    "worker_step": "worker step (slowest rank, Worker.run_step)",
+    "worker_step": "worker step (slowest rank, SupervisedStep.run_step)",
     "unhidden_planning": "planning not hidden (driver waited for the plan)",
     "ray_transport": "Ray dispatch + gather (wall - time inside actors)",
     "scheduler_overhead": "**scheduler overhead** (unhidden planning + Ray)",

@@ -1,9 +1,10 @@
-"""Ray plumbing: join or start a cluster, place one actor per rank, rendezvous, and
-run a step on all ranks with bounded waiting.
+"""Ray plumbing shared by `hsp train` and `hsp rl`: join or start a cluster, place one
+`RankActor` per rank, rendezvous, and run a program call on all ranks with bounded
+waiting.
 
 A failed rank (killed process, actor error, timeout) surfaces as `WorkerFailure`
 as soon as Ray reports it: the driver does not wait for survivors stuck in a
-collective, it kills the whole group and builds a new one.
+collective, it kills the whole group (and `hsp train` builds a new one).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.actors import WorkerActor
+from cluster.actors import RankActor
 
 log = logging.getLogger("hsp.train")
 
@@ -61,58 +62,77 @@ def connect(address: str, num_workers: int, cpus_per_worker: float) -> RaySessio
     return RaySession(initialised_here=True)
 
 
-class WorkerGroup:
-    """One WorkerActor per rank in a placement group, joined into one torch.distributed
-    world. Created once per run (and again only after a failure)."""
+@dataclass(frozen=True, kw_only=True)
+class GroupSpec:
+    """A worker group: how many ranks, what Ray reserves for each, and what they run."""
 
-    def __init__(
-        self,
-        *,
-        num_workers: int,
-        worker_config,
-        data_spec,
-        cpus_per_worker: float,
-        gpus_per_worker: float,
-        setup_timeout_s: float,
-        actor_class=WorkerActor,
-    ):
-        """actor_class(data_spec) must offer rendezvous_address(), setup(rank,
-        world_size, rendezvous, worker_config) and shutdown() like WorkerActor."""
-        self.num_workers = num_workers
-        bundle = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
-        self.pg = placement_group([dict(bundle) for _ in range(num_workers)], strategy="PACK")
+    num_workers: int
+    """Ranks, one RankActor each."""
+    rank_spec: object
+    """What every rank runs (an hsp.engine.rank.RankSpec: hsp.engine.sft.SupervisedSpec
+    or hsp.rl.step.RLRankSpec); shipped to the ranks once through the object store."""
+    cpus_per_worker: float
+    """CPUs each actor asks Ray for."""
+    gpus_per_worker: float = 0.0
+    """GPUs each actor asks Ray for (0 on CPU)."""
+    setup_timeout_s: float
+    """Placing the actors, importing torch, joining the group and building the program."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if not self.cpus_per_worker > 0 or self.gpus_per_worker < 0:
+            raise ValueError(f"need cpus_per_worker > 0 and gpus_per_worker >= 0, got {self.cpus_per_worker}, {self.gpus_per_worker}")
+        if not self.setup_timeout_s > 0:
+            raise ValueError(f"setup_timeout_s must be > 0, got {self.setup_timeout_s}")
+
+
+class WorkerGroup:
+    """One RankActor per rank in a placement group, joined into one torch.distributed
+    world, each running spec.rank_spec's program. Created once per run (and again only
+    after a failure)."""
+
+    def __init__(self, spec: GroupSpec):
+        self.spec = spec
+        n = spec.num_workers
+        bundle = {"CPU": spec.cpus_per_worker, **({"GPU": spec.gpus_per_worker} if spec.gpus_per_worker else {})}
+        self.pg = placement_group([dict(bundle) for _ in range(n)], strategy="PACK")
         self.actors = []
         try:
-            if not _ready(self.pg.ready(), setup_timeout_s):
+            if not _ready(self.pg.ready(), spec.setup_timeout_s):
                 raise WorkerFailure(
                     None,
-                    f"Ray could not place {num_workers} workers of {bundle} within {setup_timeout_s:.0f}s; "
+                    f"Ray could not place {n} workers of {bundle} within {spec.setup_timeout_s:.0f}s; "
                     f"the cluster has {ray.available_resources()} available: lower --num-workers or add nodes",
                 )
-            for rank in range(num_workers):
+            for rank in range(n):
                 strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=rank)
-                options = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker, "scheduling_strategy": strategy}
-                self.actors.append(actor_class.options(**options).remote(data_spec))
-            rendezvous = self._get([self.actors[0].rendezvous_address.remote()], setup_timeout_s)[0]
-            config_ref = ray.put(worker_config)
-            calls = [a.setup.remote(r, num_workers, rendezvous, config_ref) for r, a in enumerate(self.actors)]
-            self.pids = self._get(calls, setup_timeout_s)
+                options = {"num_cpus": spec.cpus_per_worker, "num_gpus": spec.gpus_per_worker, "scheduling_strategy": strategy}
+                self.actors.append(RankActor.options(**options).remote())
+            rendezvous = self._get([self.actors[0].rendezvous_address.remote()], spec.setup_timeout_s)[0]
+            spec_ref = ray.put(spec.rank_spec)
+            calls = [a.setup.remote(r, n, rendezvous, spec_ref) for r, a in enumerate(self.actors)]
+            self.pids = self._get(calls, spec.setup_timeout_s)
         except BaseException:
             self.shutdown()
             raise
 
-    def dispatch(self, plan, indices) -> list:
-        """Start `plan` over samples `indices` on every rank; returns the pending refs."""
-        # plan and indices are a few KB: passed by value they travel inline with the
-        # task, which is cheaper than a round trip through the object store
-        return [a.run_step.remote(plan, indices) for a in self.actors]
+    def call(self, method: str, *args) -> list:
+        """Start RankActor.`method`(*args) on every rank; returns the pending refs."""
+        # step arguments (a plan and indices, a step number) are a few KB: passed by value
+        # they travel inline with the task, cheaper than a round trip through the object store
+        return [getattr(a, method).remote(*args) for a in self.actors]
 
     def gather(self, refs: list, timeout_s: float) -> list:
-        """Every rank's RankResult (ordered by rank); a failed rank raises WorkerFailure."""
+        """Every rank's result (ordered by rank); a failed rank raises WorkerFailure."""
         return self._get(refs, timeout_s)
 
+    def run(self, method: str, *args, timeout_s: float) -> list:
+        """call + gather."""
+        return self.gather(self.call(method, *args), timeout_s)
+
     def state_dicts(self, timeout_s: float) -> list[dict]:
-        return self._get([a.state_dict.remote() for a in self.actors], timeout_s)
+        return self.run("state_dict", timeout_s=timeout_s)
 
     def load_state_dicts(self, states: list[dict], timeout_s: float) -> None:
         self._get([a.load_state_dict.remote(s) for a, s in zip(self.actors, states)], timeout_s)
@@ -196,3 +216,50 @@ def _ready(ref, timeout_s: float) -> bool:
         return True
     except GetTimeoutError:
         return False
+
+
+# ---- `hsp rl --num-workers N`: the RL program on a WorkerGroup ----------------------
+
+RL_SETUP_TIMEOUT_S = 300.0
+"""Placing the RL actors, importing torch, joining the group and building the task splits."""
+RL_STEP_TIMEOUT_S = 3600.0
+"""One RL step or evaluation on every rank; a rank that takes longer fails the run."""
+
+
+class RayPolicy:
+    """hsp.rl.trainer's Policy on Ray ranks: every call runs on all ranks; the reduced
+    results are the same on each, rank 0's is returned."""
+
+    def __init__(self, group: WorkerGroup, session: RaySession | None = None):
+        self.group, self.session = group, session
+
+    def step(self, step: int) -> dict:
+        return self.group.run("step", step, timeout_s=RL_STEP_TIMEOUT_S)[0].value
+
+    def evaluate(self) -> dict:
+        return self.group.run("evaluate", timeout_s=RL_STEP_TIMEOUT_S)[0]
+
+    def close(self) -> None:
+        try:
+            self.group.shutdown(graceful=True)
+        finally:
+            if self.session is not None:
+                self.session.close()
+
+
+def parallel_factory(address: str, cpus_per_worker: float):
+    """make_parallel for hsp.rl.trainer.train: joins `address` (or starts an embedded
+    local Ray) when the RL steps begin, and disconnects when they end."""
+
+    def make(rank_spec) -> RayPolicy:
+        num_workers = rank_spec.config.num_workers
+        session = connect(address, num_workers, cpus_per_worker)
+        try:
+            spec = GroupSpec(num_workers=num_workers, rank_spec=rank_spec, cpus_per_worker=cpus_per_worker,
+                             setup_timeout_s=RL_SETUP_TIMEOUT_S)
+            return RayPolicy(WorkerGroup(spec), session)
+        except BaseException:
+            session.close()
+            raise
+
+    return make

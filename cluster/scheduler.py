@@ -2,9 +2,9 @@
 
 Per step: the data cursor picks sample indices, the planner (already working on this
 step while the previous one ran) turns their lengths into a StepPlan, the plan and the
-indices go to every rank, and the rank reports come back. Predicted and measured
-times are compared every step; a failed rank rebuilds the group from the last
-checkpoint, up to `train.max_restarts` times.
+indices go to every rank (each running hsp.engine.sft.SupervisedStep), and the rank
+reports come back. Predicted and measured times are compared every step; a failed rank
+rebuilds the group from the last checkpoint, up to `max_restarts` times.
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ from typing import Callable
 import numpy as np
 
 from cluster import checkpoint
-from cluster.launch import WorkerFailure, WorkerGroup
+from cluster.launch import GroupSpec, WorkerFailure, WorkerGroup
+from cluster.metrics import Metrics
+from hsp.data import DataCursor, Dataset
+from solver.cost import CostModel
 from solver.plan import validate
+from solver.planner import Planner
+from solver.spec import ClusterSpec
 
 log = logging.getLogger("hsp.train")
 
@@ -41,7 +46,7 @@ class StepRecord:
     solve_s: float
     plan_wait_s: float
     overhead_s: float
-    """Driver-view step time not spent in the slowest rank's Worker.run_step: plan wait,
+    """Driver-view step time not spent in the slowest rank's SupervisedStep.run_step: plan wait,
     Ray dispatch/gather and the ranks' data materialisation."""
     imbalance: float
     fallback: bool
@@ -78,14 +83,42 @@ class RunState:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class SchedulerConfig:
+    """Everything the driver loop of `hsp train` runs with (built by cluster.trainer)."""
+
+    num_steps: int
+    """Train up to this step (a resumed run continues up to it)."""
+    checkpoint_every: int
+    """Checkpoint every this many steps (0 = only at the end)."""
+    run_dir: str
+    """Where the checkpoints go."""
+    resume: bool
+    """Continue from run_dir's latest checkpoint."""
+    max_restarts: int
+    """Worker-group rebuilds allowed after failures before the run gives up."""
+    step_timeout_s: float
+    """A step (or checkpoint transfer) not finished by then counts as a failure."""
+    group: GroupSpec
+    """The worker group; its rank_spec is an hsp.engine.sft.SupervisedSpec."""
+    spec: ClusterSpec
+    """The cluster the plans are made for."""
+    cost: CostModel
+    """The planner's cost model."""
+    strategy: str
+    """Planner strategy (solver.planner)."""
+    deadline_s: float
+    """A plan not ready this long after the previous step ends falls back to `fast`."""
+    cursor: DataCursor
+    """Which samples make up each step."""
+
+
 class Scheduler:
     """Runs steps [start, num_steps) on a WorkerGroup it owns."""
 
-    def __init__(self, *, config, spec, cost, dataset, data_spec, cursor, worker_config, metrics, planner_factory):
-        self.config, self.spec, self.cost = config, spec, cost
-        self.dataset, self.data_spec, self.cursor = dataset, data_spec, cursor
-        self.worker_config, self.metrics = worker_config, metrics
-        self.planner_factory = planner_factory
+    def __init__(self, config: SchedulerConfig, *, dataset: Dataset, metrics: Metrics):
+        self.config, self.dataset, self.metrics = config, dataset, metrics
+        self.spec, self.cost, self.cursor = config.spec, config.cost, config.cursor
         self.state = RunState()
         self.saved_step: int | None = None
         """Step of the checkpoint this run wrote or resumed from (None: restart from scratch)."""
@@ -95,7 +128,7 @@ class Scheduler:
     # ---- lifecycle --------------------------------------------------------------------
 
     def run(self, progress_factory: Callable[[int], object] | None = None) -> RunState:
-        """Train to `train.steps`; `progress_factory(first_step)` makes a tqdm-like bar
+        """Train to `num_steps`; `progress_factory(first_step)` makes a tqdm-like bar
         once the workers are up."""
         step = self._start()
         planner = self._new_planner(step)
@@ -103,7 +136,7 @@ class Scheduler:
         try:
             while True:
                 try:
-                    if step >= self.config.train.steps:
+                    if step >= self.config.num_steps:
                         self._save(step)  # final checkpoint: --resume with more --steps continues
                         break
                     step = self._advance(step, planner, progress)
@@ -127,8 +160,8 @@ class Scheduler:
         """Run `step`, checkpoint if due, report; returns the next step."""
         record = self._one_step(step, planner)
         step += 1
-        every = self.config.train.checkpoint_every
-        if every and step % every == 0 and step < self.config.train.steps:
+        every = self.config.checkpoint_every
+        if every and step % every == 0 and step < self.config.num_steps:
             self._save(step)
         if progress is not None:
             progress.set_postfix_str(_progress_line(record), refresh=False)
@@ -139,16 +172,16 @@ class Scheduler:
 
     def _start(self) -> int:
         self.group = self._build_group()
-        path = checkpoint.checkpoint_dir(self.config.train.run_dir) / checkpoint.LATEST
-        if not self.config.train.resume:
+        path = checkpoint.checkpoint_dir(self.config.run_dir) / checkpoint.LATEST
+        if not self.config.resume:
             if path.exists():
                 log.warning(
                     "%s already holds a checkpoint; starting from step 0 and overwriting it. "
                     "Use --resume to continue that run, or --run-dir DIR for a new one",
-                    self.config.train.run_dir,
+                    self.config.run_dir,
                 )
             return 0
-        payload = checkpoint.load(self.config.train.run_dir)
+        payload = checkpoint.load(self.config.run_dir)
         if payload is None:
             log.warning("--resume: %s does not exist, starting from step 0", path)
             return 0
@@ -160,19 +193,11 @@ class Scheduler:
         return int(payload["step"])
 
     def _build_group(self) -> WorkerGroup:
-        c = self.config
-        return WorkerGroup(
-            num_workers=c.cluster.num_workers,
-            worker_config=self.worker_config,
-            data_spec=self.data_spec,
-            cpus_per_worker=c.cluster.cpus_per_worker,
-            gpus_per_worker=c.cluster.gpus_per_worker,
-            setup_timeout_s=max(120.0, c.train.collective_timeout_s),
-        )
+        return WorkerGroup(self.config.group)
 
     def _new_planner(self, step: int):
-        planner = self.planner_factory()
-        if step < self.config.train.steps:
+        planner = Planner(self.spec, self.cost, strategy=self.config.strategy, deadline_s=self.config.deadline_s)
+        if step < self.config.num_steps:
             planner.submit(step, self.lengths(step))
         return planner
 
@@ -187,18 +212,18 @@ class Scheduler:
         plan_wait_s = time.perf_counter() - wait_start
         validate(plan, self.lengths(step), self.spec, self.cost)  # a bad plan stops here, not on the ranks
         start = time.perf_counter()
-        pending = self.group.dispatch(plan, self.cursor.indices(step))
-        if step + 1 < self.config.train.steps:
+        pending = self.group.call("step", plan, self.cursor.indices(step))
+        if step + 1 < self.config.num_steps:
             # planned while this step runs; submitted after the dispatch so the ranks
             # get their work before the planner thread competes for the CPU
             planner.submit(step + 1, self.lengths(step + 1))
-        results = self.group.gather(pending, timeout_s=self.config.train.step_timeout_s)
+        results = self.group.gather(pending, timeout_s=self.config.step_timeout_s)
         wall_s = time.perf_counter() - start
-        reports = [r.report for r in results]
+        reports = [r.value for r in results]
         if self.state.first_plan is None:
             self.state.first_plan = {"step": step + 1, "plan": plan.to_dict(), "lengths": self.lengths(step).tolist()}
         record = self._record(step, plan, reports, wall_s, plan_wait_s)
-        record.materialise_s = max(r.materialise_s for r in results)
+        record.materialise_s = max(r.materialise_s for r in reports)
         record.in_actor_s = max(r.in_actor_s for r in results)
         self.state.history.append(record.__dict__ | {"sp_groups": {str(k): v for k, v in record.sp_groups.items()}})
         self._update_metrics(record, plan)
@@ -255,9 +280,9 @@ class Scheduler:
     # ---- checkpoints and recovery -------------------------------------------------------------
 
     def _save(self, step: int) -> None:
-        states = self.group.state_dicts(timeout_s=self.config.train.step_timeout_s)
+        states = self.group.state_dicts(timeout_s=self.config.step_timeout_s)
         checkpoint.save(
-            self.config.train.run_dir,
+            self.config.run_dir,
             step=step,
             rank_states=states,
             driver=self.state.to_dict(),
@@ -266,7 +291,7 @@ class Scheduler:
         self.saved_step = step
 
     def _restore(self, payload: dict) -> None:
-        self.group.load_state_dicts(payload["rank_states"], timeout_s=self.config.train.step_timeout_s)
+        self.group.load_state_dicts(payload["rank_states"], timeout_s=self.config.step_timeout_s)
         driver = payload["driver"]
         self.state = RunState(
             history=list(driver["history"]),
@@ -280,7 +305,7 @@ class Scheduler:
     def _recover(self, failure: WorkerFailure, step: int) -> int:
         """Rebuild the group and return the step to continue from."""
         restarts = self.state.restarts + 1
-        limit = self.config.train.max_restarts
+        limit = self.config.max_restarts
         if self.group is not None:
             self.group.shutdown()
             self.group = None
@@ -298,7 +323,7 @@ class Scheduler:
             self.state = RunState(restarts=restarts, recoveries=recoveries)
             resume_at = 0
         else:
-            self._restore(checkpoint.load(self.config.train.run_dir))
+            self._restore(checkpoint.load(self.config.run_dir))
             self.state.restarts, self.state.recoveries = restarts, recoveries
             resume_at = self.saved_step
         event["resumed_at_step"] = resume_at

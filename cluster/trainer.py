@@ -86,6 +86,27 @@ def prepare(config: TrainConfig) -> Prepared:
     )
 
 
+def scheduler_config(p: Prepared):
+    """The driver loop's typed config (cluster.scheduler.SchedulerConfig) from a prepared run."""
+    from cluster.launch import GroupSpec
+    from cluster.scheduler import SchedulerConfig
+    from hsp.engine.sft import SupervisedSpec
+
+    t, c = p.config.train, p.config.cluster
+    group = GroupSpec(
+        num_workers=c.num_workers,
+        rank_spec=SupervisedSpec(worker=p.worker_config, data=p.data_spec),
+        cpus_per_worker=c.cpus_per_worker,
+        gpus_per_worker=c.gpus_per_worker,
+        setup_timeout_s=max(120.0, t.collective_timeout_s),
+    )
+    return SchedulerConfig(
+        num_steps=t.steps, checkpoint_every=t.checkpoint_every, run_dir=t.run_dir, resume=t.resume,
+        max_restarts=t.max_restarts, step_timeout_s=t.step_timeout_s, group=group, spec=p.spec, cost=p.cost,
+        strategy=p.config.planner.strategy, deadline_s=p.config.planner.deadline_s, cursor=p.cursor,
+    )
+
+
 def start_metrics(config: TrainConfig) -> tuple[Metrics, object | None]:
     metrics = Metrics()
     if config.metrics.port == 0:
@@ -108,8 +129,6 @@ def run_training(
     out=sys.stdout,
 ) -> dict:
     """Run `config` and return the summary (also written to run_dir/summary.json)."""
-    from solver.planner import Planner
-
     from cluster import report
     from cluster.launch import connect
     from cluster.scheduler import Scheduler
@@ -123,22 +142,7 @@ def run_training(
     session = None
     try:
         session = connect(config.cluster.address, config.cluster.num_workers, config.cluster.cpus_per_worker)
-        p = prepared
-
-        def planner_factory():
-            return Planner(p.spec, p.cost, strategy=config.planner.strategy, deadline_s=config.planner.deadline_s)
-
-        scheduler = Scheduler(
-            config=config,
-            spec=p.spec,
-            cost=p.cost,
-            dataset=p.dataset,
-            data_spec=p.data_spec,
-            cursor=p.cursor,
-            worker_config=p.worker_config,
-            metrics=metrics,
-            planner_factory=planner_factory,
-        )
+        scheduler = Scheduler(scheduler_config(prepared), dataset=prepared.dataset, metrics=metrics)
         scheduler.callbacks.extend(callbacks)
         where = f"cluster at {config.cluster.address}" if config.cluster.address else "embedded local cluster on 127.0.0.1"
         print(f"hsp train: Ray {where}; starting {config.cluster.num_workers} workers", file=sys.stderr)

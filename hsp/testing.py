@@ -1,92 +1,14 @@
-"""A spawn harness for multi-process tests and benchmarks (gloo on CPU).
+"""The test harness of the multi-process tier: `run_ranks` (gloo, world sizes 2-4).
 
     results = run_ranks(fn, world_size=4, args=(x,), timeout_s=60)
 
-starts `world_size` fresh processes (multiprocessing 'spawn'), calls
-``fn(rank, world_size, rendezvous, *args)`` in each (rendezvous is a free
-``tcp://127.0.0.1:port``) and returns the per-rank return values in rank order.
-`fn` must be importable (a module-level function). A rank that raises is reported with
-its traceback; ranks still running at the timeout are killed and reported, so a test
-fails instead of hanging. With ``return_errors=True`` a failed rank's entry is a
-`RankError` instead of raising.
+calls ``fn(rank, world_size, rendezvous, *args)`` in `world_size` fresh spawned
+processes and returns the per-rank results in rank order; a failing or hanging rank
+fails the test instead of hanging it (see `hsp.engine.spawn`, which `hsp profile` uses
+too). Tests drive the plain rank runtime (`hsp.engine.rank.Rank`) through it, without Ray.
 """
 
-from __future__ import annotations
+from hsp.engine.spawn import RankError, RankFailure
+from hsp.engine.spawn import spawn_ranks as run_ranks
 
-import multiprocessing as mp
-import pickle
-import queue
-import socket
-import time
-import traceback
-from dataclasses import dataclass
-from typing import Any, Callable
-
-
-@dataclass
-class RankError:
-    rank: int
-    kind: str
-    """Exception class name ('Timeout' when killed at the harness timeout)."""
-    message: str
-    traceback: str = ""
-
-
-class RankFailure(RuntimeError):
-    def __init__(self, errors: list[RankError]):
-        self.errors = errors
-        text = "\n".join(f"--- rank {e.rank}: {e.kind}: {e.message}\n{e.traceback}" for e in errors)
-        super().__init__(f"{len(errors)} rank(s) failed:\n{text}")
-
-
-def free_rendezvous() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-
-
-def _entry(fn: Callable, rank: int, world_size: int, rendezvous: str, args: tuple, out: "mp.Queue") -> None:
-    try:
-        value = fn(rank, world_size, rendezvous, *args)
-    except BaseException as err:  # report everything, including SystemExit from a dying rank
-        value = RankError(rank, type(err).__name__, str(err), traceback.format_exc())
-    # plain pickle: the queue's own pickler would pass tensors through shared memory that
-    # vanishes when this process exits before the parent reads it
-    out.put((rank, pickle.dumps(value)))
-
-
-def run_ranks(
-    fn: Callable[..., Any],
-    world_size: int,
-    args: tuple = (),
-    timeout_s: float = 60.0,
-    return_errors: bool = False,
-) -> list[Any]:
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    rendezvous = free_rendezvous()
-    procs = [ctx.Process(target=_entry, args=(fn, r, world_size, rendezvous, args, out), daemon=True) for r in range(world_size)]
-    for p in procs:
-        p.start()
-    results: dict[int, Any] = {}
-    deadline = time.monotonic() + timeout_s
-    while len(results) < world_size and time.monotonic() < deadline:
-        try:
-            rank, payload = out.get(timeout=0.2)
-            results[rank] = pickle.loads(payload)
-        except queue.Empty:
-            for r, p in enumerate(procs):  # a rank that died without reporting (os._exit, segfault)
-                if r not in results and p.exitcode is not None and out.empty():
-                    results[r] = RankError(r, "Exited", f"process exited with code {p.exitcode} without a result")
-    for r, p in enumerate(procs):
-        if r not in results:
-            results[r] = RankError(r, "Timeout", f"still running after {timeout_s:.0f}s; killed")
-        p.join(timeout=5)
-        if p.is_alive():
-            p.kill()
-            p.join()
-    ordered = [results[r] for r in range(world_size)]
-    errors = [v for v in ordered if isinstance(v, RankError)]
-    if errors and not return_errors:
-        raise RankFailure(errors)
-    return ordered
+__all__ = ["RankError", "RankFailure", "run_ranks"]

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     on_step = _metrics_callback(args.metrics_port) if args.metrics_port else None
     make_parallel = None
     if cfg.num_workers > 1:
-        from cluster.rl_workers import parallel_factory
+        from cluster.launch import parallel_factory
 
         make_parallel = parallel_factory(args.address, args.cpus_per_worker)
     summary = train(cfg, args.run_dir, progress=not args.no_progress, on_step=on_step, make_parallel=make_parallel)

@@ -1,6 +1,26 @@
-"""The per-rank training engine: run a StepPlan on torch.distributed (no Ray)."""
+"""The rank runtime (no Ray): one `Rank` class hosting a step program.
+
+- `rank`: join (backend choice), model and optimizer, state dict, group catalogue,
+  collectives with error handling.
+- `sft`: the supervised step of a StepPlan (`SupervisedSpec`, `SupervisedStep`).
+- `config`: WorkerConfig (the SFT rank's config) and the step reports.
+- `memory`: peak memory and saved-for-backward bytes.
+- `spawn`: N local processes, one rank each (`hsp profile`, the tests' run_ranks).
+- `profile`: `hsp profile`.
+"""
 
 from hsp.engine.config import MicroBatchReport, StepReport, WorkerConfig
-from hsp.engine.worker import CollectiveError, Worker
+from hsp.engine.rank import CollectiveError, JoinOptions, Rank, build_model
+from hsp.engine.sft import SupervisedSpec, SupervisedStep
 
-__all__ = ["CollectiveError", "MicroBatchReport", "StepReport", "Worker", "WorkerConfig"]
+__all__ = [
+    "CollectiveError",
+    "JoinOptions",
+    "MicroBatchReport",
+    "Rank",
+    "StepReport",
+    "SupervisedSpec",
+    "SupervisedStep",
+    "WorkerConfig",
+    "build_model",
+]

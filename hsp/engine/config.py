@@ -1,4 +1,4 @@
-"""Configuration and report of one rank's training worker."""
+"""Configuration and report of one rank's supervised (SFT) step (hsp.engine.sft)."""
 
 from __future__ import annotations
 
@@ -103,3 +103,6 @@ class StepReport:
     """Gradient all-reduce seconds."""
     peak_memory_bytes: int
     """Peak RSS during the step on CPU; torch.cuda.max_memory_allocated on CUDA."""
+    materialise_s: float = 0.0
+    """Seconds turning the batch's sample indices into token tensors before the step
+    (0 when the batch came as tensors)."""

@@ -1,6 +1,6 @@
 """`hsp profile`: measure this machine and fit the planner's CostModel.
 
-All ranks run the engine's own code path (`Worker.run_step`). For each sequence length
+All ranks run the engine's own code path (`hsp.engine.sft.SupervisedStep.run_step`). For each sequence length
 s, one step holds one micro-batch per usable degree d; in it the N ranks are tiled by
 N/d groups of degree d, each running one sequence of s tokens, all at the same time
 (as in training, where every group of a micro-batch runs concurrently and shares the
@@ -26,8 +26,11 @@ import torch
 import torch.distributed as dist
 
 from hsp.engine.config import DTYPES, WorkerConfig
-from hsp.engine.worker import Worker
-from hsp.model.gpt import GPT, GPTConfig, pack_positions
+from hsp.engine.memory import measure_saved_bytes
+from hsp.engine.rank import Rank, build_model
+from hsp.engine.sft import SupervisedSpec, SupervisedStep
+from hsp.engine.spawn import spawn_ranks
+from hsp.model.gpt import GPTConfig, pack_positions
 from hsp.parallel.comm import all_to_all_blocks
 from solver.cost import CostModel, FitReport, fit_cost_model
 from solver.plan import make_plan
@@ -84,13 +87,14 @@ class ProfileConfig:
             raise ValueError("need at least 3 (length, degree) points to fit 3+ coefficients; add lengths")
 
     @property
+    def spec(self) -> ClusterSpec:
+        """The profile's own cluster: its memory is large, so no measured length is rejected."""
+        return ClusterSpec(num_ranks=self.num_ranks, ranks_per_node=self.num_ranks, num_heads=self.model.num_heads,
+                           device_memory_bytes=PROFILE_MEMORY_BYTES)
+
+    @property
     def degrees(self) -> list[int]:
-        out, d = [], 1
-        while d <= self.num_ranks:
-            if self.model.num_heads % d == 0:
-                out.append(d)
-            d *= 2
-        return out
+        return list(self.spec.degrees)
 
 
 @dataclass
@@ -106,28 +110,21 @@ class ProfileResult:
 
 
 def activation_bytes_per_token(model_cfg: GPTConfig, dtype: torch.dtype, length: int) -> float:
-    """Bytes autograd keeps for backward per token, counted with saved-tensor hooks
-    (each storage once: views of one tensor share it)."""
-    model = GPT(model_cfg).to(dtype)
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
+    """Bytes autograd keeps for backward per token of one forward and loss (each
+    storage once: views of one tensor share it; weights are states, not activations)."""
+    model = build_model(model_cfg).to(dtype)
     tokens = torch.randint(0, model_cfg.vocab_size, (length,))
     positions, cu = pack_positions([length])
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+
+    def loss() -> torch.Tensor:
         logits = model(tokens, positions, cu)
-        torch.nn.functional.cross_entropy(logits, tokens, reduction="sum")
-    total = sum(n for ptr, n in seen.items() if ptr not in params)  # weights are states, not activations
-    return total / length
+        return torch.nn.functional.cross_entropy(logits, tokens, reduction="sum")
+
+    return measure_saved_bytes(loss, model.parameters()) / length
 
 
 def _template(cfg: ProfileConfig, act_bytes: float, bandwidth: dict[int, float]) -> CostModel:
-    num_params = sum(p.numel() for p in GPT(cfg.model).parameters())
+    num_params = sum(p.numel() for p in build_model(cfg.model).parameters())
     return CostModel(
         name=cfg.name,
         attn_s_per_token2=0.0,
@@ -147,14 +144,14 @@ def _progress(rank: int, text: str) -> None:
         print(f"[hsp profile] {text}", file=sys.stderr, flush=True)
 
 
-def _measure_a2a(worker: Worker, cfg: ProfileConfig) -> dict[int, float]:
+def _measure_a2a(rank: Rank, cfg: ProfileConfig) -> dict[int, float]:
     """Bytes per rank per second of one all-to-all, all groups of a degree at once."""
     out = {}
     m = cfg.model
     for d in cfg.degrees[1:]:
-        first = worker.rank // d * d
-        group = worker.catalogue.get(first, d)
-        x = torch.randn(cfg.a2a_tokens // d, m.num_heads, m.head_dim, dtype=worker.config.torch_dtype, device=worker.device)
+        first = rank.rank // d * d
+        group = rank.catalogue.get(first, d)
+        x = torch.randn(cfg.a2a_tokens // d, m.num_heads, m.head_dim, dtype=DTYPES[cfg.dtype], device=rank.device)
         blocks = x.view(x.shape[0], d, m.num_heads // d, m.head_dim).transpose(0, 1)  # (d, T/d, H/d, hd)
         times = []
         for _ in range(cfg.num_repeats + 1):
@@ -165,7 +162,7 @@ def _measure_a2a(worker: Worker, cfg: ProfileConfig) -> dict[int, float]:
         seconds = torch.tensor([statistics.median(times[1:])], dtype=torch.float64)
         dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
         out[d] = x.numel() * x.element_size() / float(seconds)
-        _progress(worker.rank, f"all-to-all degree {d}: {out[d] / 1e6:.1f} MB/s per rank")
+        _progress(rank.rank, f"all-to-all degree {d}: {out[d] / 1e6:.1f} MB/s per rank")
     return out
 
 
@@ -174,7 +171,7 @@ def _points(cfg: ProfileConfig) -> list[tuple[int, int | None]]:
     return [(s, None) for s in cfg.lengths] + [(s, max(1, cfg.packed_tokens_per_rank // s)) for s in cfg.packed_lengths]
 
 
-def _measure_steps(worker: Worker, cfg: ProfileConfig, spec: ClusterSpec, cost: CostModel) -> list[tuple[list[int], int, float]]:
+def _measure_steps(sft: SupervisedStep, cfg: ProfileConfig, spec: ClusterSpec, cost: CostModel) -> list[tuple[list[int], int, float]]:
     n = cfg.num_ranks
     points = _points(cfg)
     steps = []  # (plan, batch) per point
@@ -194,10 +191,10 @@ def _measure_steps(worker: Worker, cfg: ProfileConfig, spec: ClusterSpec, cost: 
     times = [[] for _ in points]  # point -> repeats x degrees, this rank's seconds
     for repeat in range(cfg.num_repeats + 1):
         for k, (plan, batch) in enumerate(steps):
-            report = worker.run_step(plan, batch)
+            report = sft.run_step(plan, batch)
             if repeat:  # the first sweep warms up allocators and kernels
                 times[k].append([mb["total_s"] for mb in report.micro_batches])
-        _progress(worker.rank, f"sweep {repeat + 1}/{cfg.num_repeats + 1} over {len(points)} points"
+        _progress(sft.rank.rank, f"sweep {repeat + 1}/{cfg.num_repeats + 1} over {len(points)} points"
                                + (" (warm-up)" if repeat == 0 else ""))
     mine = torch.tensor(times, dtype=torch.float64)  # (points, repeats, degrees)
     gathered = [torch.zeros_like(mine) for _ in range(n)]
@@ -214,24 +211,23 @@ def _measure_steps(worker: Worker, cfg: ProfileConfig, spec: ClusterSpec, cost: 
 
 
 def profile_rank(rank: int, world_size: int, rendezvous: str, cfg: ProfileConfig) -> ProfileResult | None:
-    """One rank of the profile (run by `hsp.testing.run_ranks`); rank 0 returns the result."""
+    """One rank of the profile (run by `hsp.engine.spawn.spawn_ranks`); rank 0 returns the result."""
     start = time.perf_counter()
     torch.manual_seed(0)  # every rank must build the same batch
     act_bytes = activation_bytes_per_token(cfg.model, DTYPES[cfg.dtype], max(cfg.lengths))
-    spec = ClusterSpec(num_ranks=world_size, ranks_per_node=world_size, num_heads=cfg.model.num_heads,
-                       device_memory_bytes=PROFILE_MEMORY_BYTES)
+    spec = cfg.spec
     placeholder = _template(cfg, act_bytes, {d: 1e9 for d in cfg.degrees[1:]})
-    worker = Worker()
-    worker.setup(rank, world_size, rendezvous, WorkerConfig(
-        model=cfg.model, spec=spec, cost_model=placeholder, dtype=cfg.dtype, backend=cfg.backend,
-        num_threads=cfg.num_threads, pin_cpus=cfg.pin_cpus, collective_timeout_s=300.0, max_grad_norm=None))
-    _progress(rank, f"{world_size} ranks, degrees {cfg.degrees}, {worker.model.num_params():,} parameters, "
+    worker = WorkerConfig(model=cfg.model, spec=spec, cost_model=placeholder, dtype=cfg.dtype, backend=cfg.backend,
+                          num_threads=cfg.num_threads, pin_cpus=cfg.pin_cpus, collective_timeout_s=300.0, max_grad_norm=None)
+    host = Rank()
+    host.setup(rank, world_size, rendezvous, SupervisedSpec(worker=worker))
+    _progress(rank, f"{world_size} ranks, degrees {cfg.degrees}, {host.model.num_params():,} parameters, "
                     f"{act_bytes:.0f} activation bytes/token")
     try:
-        bandwidth = _measure_a2a(worker, cfg)
-        samples = _measure_steps(worker, cfg, spec, placeholder)
+        bandwidth = _measure_a2a(host, cfg)
+        samples = _measure_steps(host.program, cfg, spec, placeholder)
     finally:
-        worker.shutdown()
+        host.shutdown()
     if rank != 0:
         return None
     fit = fit_cost_model(samples, _template(cfg, act_bytes, bandwidth))
@@ -239,9 +235,7 @@ def profile_rank(rank: int, world_size: int, rendezvous: str, cfg: ProfileConfig
 
 
 def run_profile(cfg: ProfileConfig, timeout_s: float = 3600.0) -> ProfileResult:
-    from hsp.testing import run_ranks
-
-    return run_ranks(profile_rank, cfg.num_ranks, (cfg,), timeout_s=timeout_s)[0]
+    return spawn_ranks(profile_rank, cfg.num_ranks, (cfg,), timeout_s=timeout_s)[0]
 
 
 def residual_table(result: ProfileResult) -> str:

@@ -14,29 +14,25 @@ from datetime import timedelta
 import torch.distributed as dist
 
 
-def catalogue_ranges(world_size: int, num_heads: int) -> list[tuple[int, int]]:
-    """(first_rank, degree) of every aligned power-of-two range of degree >= 2 dividing num_heads."""
-    out = []
-    degree = 2
-    while degree <= world_size:
-        if num_heads % degree == 0:
-            out += [(first, degree) for first in range(0, world_size - degree + 1, degree)]
-        degree *= 2
-    return out
+def catalogue_ranges(world_size: int, degrees: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(first_rank, degree) of every aligned range of each degree >= 2 in `degrees` (the
+    usable degrees of the plans, `solver.spec.ClusterSpec.degrees`)."""
+    return [(first, d) for d in sorted(degrees) if d >= 2 for first in range(0, world_size - d + 1, d)]
 
 
 @dataclass
 class GroupCatalogue:
     world_size: int
-    num_heads: int
+    degrees: tuple[int, ...]
+    """The usable degrees the catalogue was created for."""
     groups: dict[tuple[int, int], object] = field(default_factory=dict)
     """(first_rank, degree) -> ProcessGroup; degree-1 ranges need no group."""
 
     @classmethod
-    def create(cls, world_size: int, num_heads: int, timeout_s: float) -> "GroupCatalogue":
+    def create(cls, world_size: int, degrees: tuple[int, ...], timeout_s: float) -> "GroupCatalogue":
         """Collective: every rank must call this with the same arguments."""
-        catalogue = cls(world_size, num_heads)
-        for first, degree in catalogue_ranges(world_size, num_heads):
+        catalogue = cls(world_size, tuple(degrees))
+        for first, degree in catalogue_ranges(world_size, degrees):
             ranks = list(range(first, first + degree))
             catalogue.groups[(first, degree)] = dist.new_group(ranks, timeout=timedelta(seconds=timeout_s))
         return catalogue
@@ -45,10 +41,10 @@ class GroupCatalogue:
         """The group of ranks first_rank..first_rank+degree-1; None for degree 1."""
         if degree == 1:
             return None
-        if self.num_heads % degree:
+        if degree not in self.degrees:
             raise ValueError(
-                f"sequence-parallel degree {degree} does not divide num_heads={self.num_heads}; "
-                f"use a degree among {sorted({d for _, d in self.groups} | {1})}"
+                f"sequence-parallel degree {degree} is not usable here (it must be a power of two <= "
+                f"{self.world_size} ranks dividing the head count); use a degree among {sorted(set(self.degrees) | {1})}"
             )
         try:
             return self.groups[(first_rank, degree)]

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsp.model.gpt import GPT, GPTConfig, pack_positions
+from hsp.engine.rank import build_model
+from hsp.model.gpt import GPTConfig, pack_positions
 from hsp.rl.elbo import apply_masks
 
 
@@ -41,7 +42,7 @@ class DiffusionLM(nn.Module):
             config = dataclasses.replace(config, bidirectional=True)
         self.config = config
         self.mask_id = mask_id
-        self.gpt = GPT(config)
+        self.gpt = build_model(config)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, V), mask-token logit = -inf."""

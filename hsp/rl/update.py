@@ -25,7 +25,7 @@ from hsp.accumulate import accumulate_backward
 from hsp.rl import losses
 from hsp.rl.diffusion import DiffusionLM
 from hsp.rl.elbo import elbo_terms, sample_masks
-from hsp.rl.memory import measure_saved_bytes
+from hsp.engine.memory import measure_saved_bytes
 from hsp.rl.names import ALGOS
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from exec_helpers import MODEL, assert_close, random_batch, random_plan, reference_step, worker_config
-from hsp.engine import Worker
+from hsp.engine import Rank, SupervisedSpec
 from hsp.model.gpt import GPT
 from hsp.parallel import GroupCatalogue, UlyssesAttention
 from hsp.testing import RankError, run_ranks
@@ -80,11 +80,12 @@ def _ulysses_rank(rank: int, layout: list[tuple[int, int]], cases: dict, catalog
 
 
 def _main_rank(rank: int, world_size: int, rendezvous: str, attention_cases: list, steps: list, bad_plan) -> dict:
-    worker = Worker()
-    worker.setup(rank, world_size, rendezvous, worker_config(world_size))
+    host = Rank()
+    host.setup(rank, world_size, rendezvous, SupervisedSpec(worker=worker_config(world_size)))
+    worker = host.program
     result = {"attention": [], "steps": [], "bad_plan": None}
     for case, (layout, cases) in enumerate(attention_cases):
-        result["attention"] += _ulysses_rank(rank, layout, cases, worker.catalogue, case)
+        result["attention"] += _ulysses_rank(rank, layout, cases, host.catalogue, case)
     if bad_plan is not None:
         try:
             worker.run_step(bad_plan, steps[0][1])
@@ -92,13 +93,13 @@ def _main_rank(rank: int, world_size: int, rendezvous: str, attention_cases: lis
             result["bad_plan"] = str(err)
     for plan, batch, budget in steps:
         worker.config.act_budget_bytes = budget
-        worker.model.load_state_dict(GPT(MODEL).double().state_dict())
-        worker.optimizer = torch.optim.AdamW(worker.model.parameters(), lr=worker.config.lr, weight_decay=0.0)
+        host.model.load_state_dict(GPT(MODEL).double().state_dict())
+        host.optimizer = torch.optim.AdamW(host.model.parameters(), lr=worker.config.lr, weight_decay=0.0)
         report = worker.run_step(plan, batch)
-        grads = {n: p.grad.clone() for n, p in worker.model.named_parameters()}
-        params = {n: p.detach().clone() for n, p in worker.model.named_parameters()}
+        grads = {n: p.grad.clone() for n, p in host.model.named_parameters()}
+        params = {n: p.detach().clone() for n, p in host.model.named_parameters()}
         result["steps"].append((report, grads, params))
-    worker.shutdown()
+    host.shutdown()
     return result
 
 
@@ -179,8 +180,9 @@ def test_heterogeneous_groups_match_single_process(world_size):
 
 def _failing_rank(rank: int, world_size: int, rendezvous: str) -> str:
     """Ranks 0-1 form one SP2 group whose rank 1 crashes; ranks 2-3 one whose rank 3 hangs."""
-    worker = Worker()
-    worker.setup(rank, world_size, rendezvous, worker_config(world_size, collective_timeout_s=3.0))
+    host = Rank()
+    host.setup(rank, world_size, rendezvous, SupervisedSpec(worker=worker_config(world_size, collective_timeout_s=3.0)))
+    worker = host.program
     batch = random_batch(np.random.default_rng(0), 4)
     from exec_helpers import cost_model, spec
     from solver.plan import make_plan

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from exec_helpers import random_batch, random_plan, reference_step, worker_config
-from hsp.engine import Worker
+from hsp.engine import Rank, SupervisedSpec
 from hsp.testing import run_ranks
 
 pytestmark = [
@@ -16,11 +16,11 @@ pytestmark = [
 
 
 def _gpu_rank(rank: int, world_size: int, rendezvous: str, plan, batch) -> tuple:
-    worker = Worker()
-    worker.setup(rank, world_size, rendezvous, worker_config(world_size, backend="nccl"))
-    report = worker.run_step(plan, batch)
-    grads = {n: p.grad.detach().cpu() for n, p in worker.model.named_parameters()}
-    worker.shutdown()
+    host = Rank()
+    host.setup(rank, world_size, rendezvous, SupervisedSpec(worker=worker_config(world_size, backend="nccl")))
+    report = host.program.run_step(plan, batch)
+    grads = {n: p.grad.detach().cpu() for n, p in host.model.named_parameters()}
+    host.shutdown()
     return report, grads
 
 

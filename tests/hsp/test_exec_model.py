@@ -8,6 +8,7 @@ from hsp.accumulate import accumulate_backward, split_into_chunks
 from hsp.engine.pack import IGNORE, pack_shard
 from hsp.model.gpt import GPT, GPTConfig, pack_positions
 from hsp.parallel import UlyssesAttention, catalogue_ranges
+from solver.spec import ClusterSpec
 
 # one intra-op thread: the CI box has 2 cores shared by other processes, and OpenMP
 # barriers on an oversubscribed machine make tiny matmuls ~100x slower
@@ -100,10 +101,14 @@ def test_accumulated_gradient_equals_full_batch_whatever_the_budget():
 
 
 def test_catalogue_ranges_are_aligned_powers_of_two_dividing_heads():
-    assert catalogue_ranges(4, 4) == [(0, 2), (2, 2), (0, 4)]
-    assert catalogue_ranges(8, 2) == [(0, 2), (2, 2), (4, 2), (6, 2)]
-    assert catalogue_ranges(6, 8) == [(0, 2), (2, 2), (4, 2), (0, 4)]
-    assert catalogue_ranges(1, 4) == []
+    def ranges(world_size: int, num_heads: int) -> list[tuple[int, int]]:
+        degrees = ClusterSpec(num_ranks=world_size, num_heads=num_heads, device_memory_bytes=1).degrees
+        return catalogue_ranges(world_size, degrees)
+
+    assert ranges(4, 4) == [(0, 2), (2, 2), (0, 4)]
+    assert ranges(8, 2) == [(0, 2), (2, 2), (4, 2), (6, 2)]
+    assert ranges(6, 8) == [(0, 2), (2, 2), (4, 2), (0, 4)]
+    assert ranges(1, 4) == []
 
 
 def test_ulysses_rejects_a_degree_that_does_not_divide_the_heads():

@@ -7,11 +7,13 @@ import pytest
 import torch
 from rl_helpers import make_rollouts, tiny_model
 
+from hsp.engine.rank import Rank
 from hsp.rl.config import RLConfig
-from hsp.rl.distributed import data_parallel_update, shard_range, start_worker
+from hsp.rl.rollout import shard_range
+from hsp.rl.step import RLRankSpec, data_parallel_update, rl_step
 from hsp.rl.tasks import get_task
-from hsp.rl.trainer import build_model, rl_step
 from hsp.rl.update import PolicyUpdate, Rollouts
+from hsp.rl.warmup import build_model
 from hsp.testing import run_ranks
 
 P, G, N_T, MASK_SEED = 3, 3, 4, 7  # 3 prompts on 2 ranks: uneven shares (2 + 1)
@@ -42,19 +44,21 @@ def _rank(rank: int, world_size: int, rendezvous: str) -> dict:
     out = {}
     cfg = _cfg("bgpo", num_workers=world_size, train_items=16, test_items=4, num_layers=1, hidden_size=16, num_threads=1)
     task = get_task(cfg.task)
-    worker = start_worker(rank, world_size, rendezvous, cfg, build_model(cfg, task).state_dict(), timeout_s=60)
+    host = Rank()
+    host.setup(rank, world_size, rendezvous, RLRankSpec(config=cfg, initial_state=build_model(cfg, task).state_dict(), collective_timeout_s=60))
+    worker = host.program
     for algo in ALGOS:
         model, rollouts = tiny_model(3), make_rollouts(P, G, seed=4)
         lo, hi = shard_range(P, rank, world_size)
         mine = Rollouts(rollouts.prompts[lo * G : hi * G], rollouts.responses[lo * G : hi * G], rollouts.advantages[lo * G : hi * G])
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        loss, _, (count,) = data_parallel_update(model, opt, mine, (lo * G, P * G), _cfg(algo), torch.Generator().manual_seed(MASK_SEED),
+        loss, _, (count,) = data_parallel_update(host, model, opt, mine, (lo * G, P * G), _cfg(algo), torch.Generator().manual_seed(MASK_SEED),
                                                  _sample_bytes(model, algo), scalars=(float(hi - lo),))
         out[algo] = (loss, count, torch.cat([p.detach().flatten() for p in model.parameters()]))
     # a real step (rollouts on each rank's own prompts) keeps the ranks' weights identical
     record = worker.step(0)
-    out["step"] = (record, torch.cat([p.detach().flatten() for p in worker.model.parameters()]), worker.evaluate())
-    worker.shutdown()
+    out["step"] = (record, torch.cat([p.detach().flatten() for p in host.model.parameters()]), worker.evaluate())
+    host.shutdown()
     return out
 
 

@@ -92,7 +92,7 @@ def test_rl_diffu_grpo_update_runs_and_rejects_many_samples():
 
 
 def test_rl_saved_memory_constant_in_samples_for_bgpo_only():
-    from hsp.rl.memory import SavedBytesMeter
+    from hsp.engine.memory import SavedBytesMeter
 
     model, rollouts = tiny_model(), make_rollouts(num_prompts=1, group=2)
     peaks = {}
