@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hsp.engine import Rank, SupervisedSpec, WorkerConfig  # noqa: E402
 from hsp.engine.profile import ProfileConfig, residual_table, run_profile  # noqa: E402
 from hsp.model.gpt import GPTConfig  # noqa: E402
-from hsp.testing import run_ranks  # noqa: E402
+from hsp.engine.spawn import spawn_ranks  # noqa: E402
 from solver.cost import CostModel  # noqa: E402
 from solver.planner import plan as make_step_plan  # noqa: E402
 from solver.spec import ClusterSpec  # noqa: E402
@@ -186,7 +186,7 @@ def run_world(world_size: int, args) -> dict:
     config = WorkerConfig(model=model_config(args), spec=spec, cost_model=cost, num_threads=1,
                           collective_timeout_s=300.0, pin_cpus=args.pin_cpus)
     started = time.perf_counter()
-    reports = run_ranks(bench_rank, world_size, (config, warmup, runs), timeout_s=3600)
+    reports = spawn_ranks(bench_rank, world_size, (config, warmup, runs), timeout_s=3600)
     tail_s = statistics.median(max(r["tail_s"][k] for r in reports) for k in range(len(warmup)))
     steps = step_table(reports, runs, tail_s)
     busy1, own1 = cpu_seconds()

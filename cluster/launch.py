@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -20,6 +21,10 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.actors import RankActor
+
+if TYPE_CHECKING:  # names for annotations only: importing hsp here would load torch with cluster.launch
+    from hsp.engine.rank import RankSpec
+    from hsp.rl.step import RLRankSpec
 
 log = logging.getLogger("hsp.train")
 
@@ -68,9 +73,9 @@ class GroupSpec:
 
     num_workers: int
     """Ranks, one RankActor each."""
-    rank_spec: object
-    """What every rank runs (an hsp.engine.rank.RankSpec: hsp.engine.sft.SupervisedSpec
-    or hsp.rl.step.RLRankSpec); shipped to the ranks once through the object store."""
+    rank_spec: RankSpec
+    """What every rank runs (hsp.engine.sft.SupervisedSpec or hsp.rl.step.RLRankSpec);
+    shipped to the ranks once through the object store."""
     cpus_per_worker: float
     """CPUs each actor asks Ray for."""
     gpus_per_worker: float = 0.0
@@ -251,7 +256,7 @@ def parallel_factory(address: str, cpus_per_worker: float):
     """make_parallel for hsp.rl.trainer.train: joins `address` (or starts an embedded
     local Ray) when the RL steps begin, and disconnects when they end."""
 
-    def make(rank_spec) -> RayPolicy:
+    def make(rank_spec: RLRankSpec) -> RayPolicy:
         num_workers = rank_spec.config.num_workers
         session = connect(address, num_workers, cpus_per_worker)
         try:

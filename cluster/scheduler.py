@@ -100,17 +100,29 @@ class SchedulerConfig:
     step_timeout_s: float
     """A step (or checkpoint transfer) not finished by then counts as a failure."""
     group: GroupSpec
-    """The worker group; its rank_spec is an hsp.engine.sft.SupervisedSpec."""
-    spec: ClusterSpec
-    """The cluster the plans are made for."""
-    cost: CostModel
-    """The planner's cost model."""
+    """The worker group; its rank_spec is an hsp.engine.sft.SupervisedSpec, whose worker
+    config holds the ClusterSpec and CostModel that plans are made and checked with."""
     strategy: str
     """Planner strategy (solver.planner)."""
     deadline_s: float
     """A plan not ready this long after the previous step ends falls back to `fast`."""
     cursor: DataCursor
     """Which samples make up each step."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_steps", "checkpoint_every", "max_restarts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.step_timeout_s > 0 or not self.deadline_s > 0:
+            raise ValueError(f"need step_timeout_s > 0 and deadline_s > 0, got {self.step_timeout_s}, {self.deadline_s}")
+
+    @property
+    def spec(self) -> ClusterSpec:
+        return self.group.rank_spec.worker.spec
+
+    @property
+    def cost(self) -> CostModel:
+        return self.group.rank_spec.worker.cost_model
 
 
 class Scheduler:

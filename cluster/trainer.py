@@ -102,7 +102,7 @@ def scheduler_config(p: Prepared):
     )
     return SchedulerConfig(
         num_steps=t.steps, checkpoint_every=t.checkpoint_every, run_dir=t.run_dir, resume=t.resume,
-        max_restarts=t.max_restarts, step_timeout_s=t.step_timeout_s, group=group, spec=p.spec, cost=p.cost,
+        max_restarts=t.max_restarts, step_timeout_s=t.step_timeout_s, group=group,
         strategy=p.config.planner.strategy, deadline_s=p.config.planner.deadline_s, cursor=p.cursor,
     )
 

@@ -9,11 +9,11 @@ from rl_helpers import make_rollouts, tiny_model
 
 from hsp.engine.rank import Rank
 from hsp.rl.config import RLConfig
-from hsp.rl.rollout import shard_range
+from hsp.rl.rollout import rollout, shard_range
 from hsp.rl.step import RLRankSpec, data_parallel_update, rl_step
 from hsp.rl.tasks import get_task
 from hsp.rl.update import PolicyUpdate, Rollouts
-from hsp.rl.warmup import build_model
+from hsp.rl.warmup import build_model, task_splits
 from hsp.testing import run_ranks
 
 P, G, N_T, MASK_SEED = 3, 3, 4, 7  # 3 prompts on 2 ranks: uneven shares (2 + 1)
@@ -85,6 +85,20 @@ def test_rl_shard_range_covers_everything():
             assert parts[0][0] == 0 and parts[-1][1] == total
             assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
             assert max(h - l for l, h in parts) - min(h - l for l, h in parts) <= 1
+
+
+def test_rl_rollout_shares_tile_the_one_rank_batch():
+    """One rollout function for any world size: the ranks' prompts and rows tile the
+    world-of-one batch, and all hold the same shared generator for the ELBO masks."""
+    cfg = RLConfig(prompts_per_step=P, group_size=2, train_items=16, test_items=4, num_layers=1, hidden_size=16)
+    task, train_set, _ = task_splits(cfg)
+    model = build_model(cfg, task)
+    whole, rewards, rows, shared = rollout(model, task, train_set, cfg, 5)
+    assert rows == (0, 2 * P) and rewards.shape == (2 * P,)
+    parts = [rollout(model, task, train_set, cfg, 5, r, 2) for r in range(2)]
+    assert torch.equal(torch.cat([part[0].prompts for part in parts]), whole.prompts)
+    assert [part[2] for part in parts] == [(0, 2 * P), (4, 2 * P)]
+    assert all(torch.equal(part[3].get_state(), shared.get_state()) for part in parts)
 
 
 def test_rl_num_workers_needs_enough_prompts():
