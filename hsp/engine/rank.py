@@ -183,7 +183,9 @@ class Rank:
 
     @contextmanager
     def collectives(self, where: str):
-        """Run a section of collectives; a lost or stuck peer becomes a CollectiveError."""
+        """Run a section of collectives; a lost or stuck peer becomes a CollectiveError.
+        Every program enters its collectives here: the place for a per-rank progress
+        counter (hung-rank attribution, see the module docstring)."""
         try:
             yield
         except RuntimeError as err:

@@ -22,6 +22,7 @@ def task_splits(cfg: RLConfig) -> tuple[Task, TaskBatch, TaskBatch]:
 
 
 def build_model(cfg: RLConfig, task: Task) -> DiffusionLM:
+    """The run's diffusion LM (its backbone comes from hsp.engine.rank.build_model)."""
     gpt = GPTConfig(
         vocab_size=VOCAB_SIZE,
         num_layers=cfg.num_layers,
