@@ -127,7 +127,7 @@ class Scheduler:
         """Run `step`, checkpoint if due, report; returns the next step."""
         record = self._one_step(step, planner)
         step += 1
-        every = self.config.train.checkpoint_every
+        every = self.config.checkpoint.every_steps
         if every and step % every == 0 and step < self.config.train.steps:
             self._save(step)
         if progress is not None:
@@ -140,7 +140,7 @@ class Scheduler:
     def _start(self) -> int:
         self.group = self._build_group()
         path = checkpoint.checkpoint_dir(self.config.train.run_dir) / checkpoint.LATEST
-        if not self.config.train.resume:
+        if not self.config.checkpoint.resume:
             if path.exists():
                 log.warning(
                     "%s already holds a checkpoint; starting from step 0 and overwriting it. "
@@ -167,7 +167,7 @@ class Scheduler:
             data_spec=self.data_spec,
             cpus_per_worker=c.cluster.cpus_per_worker,
             gpus_per_worker=c.cluster.gpus_per_worker,
-            setup_timeout_s=max(120.0, c.train.collective_timeout_s),
+            setup_timeout_s=max(120.0, c.engine.collective_timeout_s),
         )
 
     def _new_planner(self, step: int):

@@ -3,11 +3,12 @@
 Single process on CPU by default; with num_workers > 1 the RL steps run data-parallel
 (hsp/rl/distributed.py, hosted on Ray by cluster/rl_workers.py). The run directory gets `summary.json` (config, test accuracy
 before and after RL, per-step history, timings, measured memory), `sft.pt` (the SFT
-weights, reusable with --sft-checkpoint), and `reward_curve.png`.
+weights, reusable with --sft-checkpoint); `hsp rl` draws `reward_curve.png` from the history.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -17,23 +18,19 @@ from typing import Callable, Protocol
 import torch
 from tqdm import tqdm
 
-from hsp.model.gpt import GPTConfig
 from hsp.rl import losses
 from hsp.rl.config import RLConfig
 from hsp.rl.diffusion import DiffusionLM, sft_loss
 from hsp.rl.memory import SavedBytesMeter
-from hsp.rl.plot import plot_rewards
 from hsp.rl.sampler import SamplerConfig, generate
 from hsp.rl.tasks import MASK, VOCAB_SIZE, Task, TaskBatch, drop_overlap, get_task
 from hsp.rl.update import PolicyUpdate, Rollouts
 
 
 def build_model(cfg: RLConfig, task: Task) -> DiffusionLM:
-    gpt = GPTConfig(
+    gpt = dataclasses.replace(
+        cfg.model,
         vocab_size=VOCAB_SIZE,
-        num_layers=cfg.num_layers,
-        hidden_size=cfg.hidden_size,
-        num_heads=cfg.num_heads,
         max_seq_len=task.prompt_len + task.response_len,
         bidirectional=True,
         init_seed=cfg.seed,
@@ -168,8 +165,8 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
         try:
             model.load_state_dict(torch.load(cfg.sft_checkpoint, weights_only=True))
         except RuntimeError as err:
-            raise ValueError(f"{cfg.sft_checkpoint} does not fit this model (num_layers={cfg.num_layers}, hidden_size={cfg.hidden_size}, "
-                             f"num_heads={cfg.num_heads}, task={cfg.task}); pass the settings of the run that wrote it "
+            raise ValueError(f"{cfg.sft_checkpoint} does not fit this model (num_layers={cfg.model.num_layers}, "
+                             f"hidden_size={cfg.model.hidden_size}, num_heads={cfg.model.num_heads}, task={cfg.task}); pass the settings of the run that wrote it "
                              f"(first mismatch: {str(err).splitlines()[-1].strip()})") from err
     else:
         sft_history = run_sft(model, train_set, cfg, gen)
@@ -223,5 +220,4 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
         "history": history,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_rewards(history, run_dir / "reward_curve.png", title=f"{cfg.task} {cfg.algo} n_t={cfg.mc_samples} seed={cfg.seed}")
     return summary

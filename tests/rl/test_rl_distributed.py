@@ -7,6 +7,7 @@ import pytest
 import torch
 from rl_helpers import make_rollouts, tiny_model
 
+from hsp.model.gpt import GPTConfig
 from hsp.rl.config import RLConfig
 from hsp.rl.distributed import data_parallel_update, shard_range, start_worker
 from hsp.rl.tasks import get_task
@@ -40,7 +41,8 @@ def _reference(algo: str) -> tuple[float, torch.Tensor]:
 def _rank(rank: int, world_size: int, rendezvous: str) -> dict:
     torch.set_num_threads(1)
     out = {}
-    cfg = _cfg("bgpo", num_workers=world_size, train_items=16, test_items=4, num_layers=1, hidden_size=16, num_threads=1)
+    cfg = _cfg("bgpo", num_workers=world_size, train_items=16, test_items=4, model=GPTConfig(num_layers=1, hidden_size=16),
+               num_threads=1)
     task = get_task(cfg.task)
     worker = start_worker(rank, world_size, rendezvous, cfg, build_model(cfg, task).state_dict(), timeout_s=60)
     for algo in ALGOS:

@@ -1,0 +1,536 @@
+"""Config trees: nested dataclasses read from TOML/YAML, overridden by dotted command-line
+flags (`--model.num_layers 4`), checked by one type check and written back as TOML.
+
+A tree is a dataclass whose fields are sections (dataclasses, nested to any depth) or
+plain values. Each component keeps its section dataclass next to its code; a command's
+tree composes them (cluster/config.py). Adding a field to a section is all it takes to
+get a TOML key, a `--section.field` flag, a type check and a line in `--print-config`:
+
+- the annotation is the type: bool, int, float (finite), str, Path, `X | None`
+  (default None: unset), Literal[...], tuple[X, ...] / list[X], or a nested section;
+- the string literal under the field is its help text and TOML comment;
+- `field(metadata={"choices": (...)})` limits the value to a set.
+
+A section field whose class is also a top-level section (`rl.model: ModelConfig`) is
+*linked*: it is no key of its own and receives the top-level section, so one run has one
+model definition. Keys a command sets itself are `derived`: users get told who sets them.
+Every error is a ValueError naming the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import difflib
+import functools
+import inspect
+import json
+import math
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Key:
+    path: str
+    """Dotted name, e.g. "model.num_layers"."""
+    kind: Any
+    """The resolved annotation."""
+    default: Any
+    doc: str
+    choices: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Tree:
+    """One command's tree: the root dataclass, keys the command sets itself, short flags."""
+
+    command: str
+    root: type
+    derived: dict[str, str] = field(default_factory=dict)
+    """Dotted key -> what sets it (users may not set these)."""
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Short flag -> dotted key, e.g. "--steps" -> "train.steps"."""
+
+    @functools.cached_property
+    def keys(self) -> dict[str, Key]:
+        return {k.path: k for k in _walk(self.root, self.root(), "", _top_sections(self.root)) if k.path not in self.derived}
+
+    @functools.cached_property
+    def own_defaults(self) -> dict[str, object]:
+        """Keys this tree defaults differently from their section class (a root field's
+        default_factory, e.g. `MetricsConfig(port=0)`); build() puts them under the user's values."""
+        root, top = self.root(), _top_sections(self.root)
+        out = {}
+        for name, kind in typing.get_type_hints(self.root).items():
+            if is_section(kind):
+                mine = {k.path: k.default for k in _walk(kind, getattr(root, name), name + ".", top)}
+                plain = {k.path: k.default for k in _walk(kind, kind(), name + ".", top)}
+                out.update({path: value for path, value in mine.items() if plain[path] != value})
+        return out
+
+    @functools.cached_property
+    def sections(self) -> set[str]:
+        return _prefixes([*self.keys, *self.derived])
+
+    @functools.cached_property
+    def links(self) -> dict[str, str]:
+        """Dotted path of each linked section -> the top-level section it receives."""
+        return dict(_linked(self.root, "", _top_sections(self.root)))
+
+
+def _prefixes(paths) -> set[str]:
+    return {".".join(p.split(".")[:i]) for p in paths for i in range(1, p.count(".") + 1)}
+
+
+def is_section(kind) -> bool:
+    return isinstance(kind, type) and dataclasses.is_dataclass(kind)
+
+
+def _top_sections(root: type) -> dict[type, str]:
+    return {kind: name for name, kind in typing.get_type_hints(root).items() if is_section(kind)}
+
+
+def _linked(cls: type, prefix: str, top: dict[type, str]):
+    for name, kind in typing.get_type_hints(cls).items():
+        if is_section(kind) and prefix and kind in top:
+            yield prefix + name, top[kind]
+        elif is_section(kind):
+            yield from _linked(kind, prefix + name + ".", top)
+
+
+def _walk(cls: type, instance, prefix: str, top: dict[type, str]):
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        kind, path, value = hints[f.name], prefix + f.name, getattr(instance, f.name)
+        if is_section(kind):
+            if prefix and kind in top:
+                continue  # linked: filled from the top-level section
+            yield from _walk(kind, value, path + ".", top)
+            continue
+        if _is_optional(kind) and f.default is not None:
+            raise TypeError(f"{cls.__name__}.{f.name}: an optional field must default to None (unset)")
+        yield Key(path, kind, value, docs.get(f.name, ""), f.metadata.get("choices"))
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field. Python keeps no runtime record of them, so they
+    are read from the class source (as tyro and simple-parsing do); types never are."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        except (OSError, TypeError, IndexError):
+            continue
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+# ---- type checks ---------------------------------------------------------------------
+
+
+def _is_optional(kind) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
+
+
+def _inner(kind):
+    """X for X | None."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if len(args) != 1:
+        raise TypeError(f"config trees support X | None, not {kind}")
+    return args[0]
+
+
+def _element(kind):
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        raise TypeError(f"config trees support tuple[X, ...], not {kind}")
+    return args[0]
+
+
+def type_name(kind) -> str:
+    if _is_optional(kind):
+        return type_name(_inner(kind))
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
+    if origin in (tuple, list):
+        return f"list of {type_name(_element(kind))}"
+    if isinstance(kind, type) and issubclass(kind, PurePath):
+        return "path"
+    return kind.__name__
+
+
+def example(kind) -> str:
+    """A TOML value of this type, for "write e.g." hints."""
+    if _is_optional(kind):
+        return example(_inner(kind))
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return toml_value(typing.get_args(kind)[0])
+    if origin in (tuple, list):
+        return f"[{example(_element(kind))}, {example(_element(kind))}]"
+    if isinstance(kind, type) and issubclass(kind, PurePath):
+        return '"path/to/file"'
+    return {bool: "true", int: "4", float: "0.5", str: '"text"'}[kind]
+
+
+class _Bad(Exception):
+    """A value that does not fit: `phrase` completes "<value> ..." and `kind` gives the example."""
+
+    def __init__(self, phrase: str, kind) -> None:
+        super().__init__(phrase)
+        self.phrase, self.kind = phrase, kind
+
+
+def check_value(path: str, value, kind, choices: tuple | None = None):
+    """`value` as the field's type, or a ValueError naming the key, the value and the fix."""
+    try:
+        return _checked(value, kind, choices)
+    except _Bad as bad:
+        leaf = path.rsplit(".", 1)[-1]
+        raise ValueError(f"config key {path} = {value!r} {bad.phrase}; write e.g. {leaf} = {example(bad.kind)}") from None
+
+
+def _checked(value, kind, choices: tuple | None):
+    checked = _check(value, kind)
+    if choices is not None and checked not in choices:
+        raise _Bad(f"is not one of {', '.join(map(str, choices))}", Literal[tuple(choices)])
+    return checked
+
+
+def _check(value, kind):
+    if _is_optional(kind):
+        return None if value is None else _check(value, _inner(kind))
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in typing.get_args(kind)):
+            raise _Bad(f"is not {type_name(kind)}", kind)
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _wrong_type(value, kind)
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_check(item, _element(kind)))
+            except _Bad as bad:
+                raise _Bad(f"has item {i} = {item!r} that {bad.phrase}", kind) from None
+        return origin(items)
+    if isinstance(kind, type) and issubclass(kind, PurePath):
+        if not isinstance(value, (str, PurePath)):
+            raise _wrong_type(value, kind)
+        return kind(value)
+    ok = {
+        bool: lambda: isinstance(value, bool),
+        int: lambda: isinstance(value, int) and not isinstance(value, bool),
+        float: lambda: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: lambda: isinstance(value, str),
+    }
+    if kind not in ok:
+        raise TypeError(f"type {kind!r} is not supported by config trees")
+    if not ok[kind]():
+        raise _wrong_type(value, kind)
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Bad("is not a finite number", kind)
+        return float(value)
+    return value
+
+
+def _wrong_type(value, kind) -> _Bad:
+    return _Bad(f"has type {type(value).__name__}, expected {type_name(kind)}", kind)
+
+
+# ---- building a tree -----------------------------------------------------------------
+
+
+def build(tree: Tree, data: dict, overrides: dict[str, object] | None = None):
+    """The root dataclass from nested `data` ({section: {key: value}}, as read from a
+    file) with dotted `overrides` ({"train.steps": 5}) on top."""
+    merged = _nested(tree, data)
+    for dotted, value in tree.own_defaults.items():
+        _table(merged, dotted).setdefault(dotted.rsplit(".", 1)[-1], value)
+    for dotted, value in (overrides or {}).items():
+        _table(merged, dotted)[dotted.rsplit(".", 1)[-1]] = value
+    _check_keys(tree, merged, "")
+    return _construct(tree.root, merged, "", {}, _top_sections(tree.root))
+
+
+def _table(merged: dict, dotted: str) -> dict:
+    """The nested table that holds `dotted`'s last part (created if missing)."""
+    node = merged
+    for name in dotted.split(".")[:-1]:
+        node = node.setdefault(name, {})
+    return node
+
+
+def _nested(tree: Tree, data: dict, prefix: str = "") -> dict:
+    out = {}
+    for name, value in data.items():
+        path = prefix + str(name)
+        if path in tree.sections:
+            if not isinstance(value, dict):
+                raise ValueError(f"config section {path!r} must be a table of keys, got {value!r}")
+            out[name] = _nested(tree, value, path + ".")
+        else:
+            out[name] = value
+    return out
+
+
+def _check_keys(tree: Tree, values: dict, prefix: str) -> None:
+    for name, value in values.items():
+        path = prefix + name
+        if path in tree.derived:
+            raise ValueError(f"config key {path} is set by hsp {tree.command} ({tree.derived[path]}); remove it")
+        if path in tree.links:
+            raise ValueError(f"config key {path} is the [{tree.links[path]}] section in hsp {tree.command}; set it there")
+        if path in tree.sections:
+            _check_keys(tree, value, path + ".")
+        elif path in tree.keys:
+            key = tree.keys[path]
+            values[name] = check_value(path, value, key.kind, key.choices)
+        else:
+            raise _unknown(tree, path, value)
+
+
+def _unknown(tree: Tree, path: str, value) -> ValueError:
+    section, _, leaf = path.rpartition(".")
+    siblings = [p.rsplit(".", 1)[-1] for p in (*tree.keys, *tree.sections) if p.rpartition(".")[0] == section]
+    close = [f"{section}.{k}" if section else k for k in difflib.get_close_matches(leaf, siblings, n=2, cutoff=0.6)]
+    close += [p for p in tree.keys if p.rsplit(".", 1)[-1] == leaf and p not in close]  # moved to another section
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    if not section:
+        tops = sorted({p.split(".")[0] for p in tree.sections})
+        return ValueError(f"unknown config section {leaf!r}{hint}; valid sections: {', '.join(tops)}")
+    return ValueError(
+        f"unknown config key {path} = {value!r}{hint}; valid keys in [{section}]: {', '.join(sorted(siblings, key=siblings.index))}"
+    )
+
+
+def _construct(cls: type, values: dict, prefix: str, built: dict, top: dict[type, str]):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    # top-level sections first, so linked fields below them can receive them
+    for f in sorted(dataclasses.fields(cls), key=lambda f: bool(prefix) or _links(hints[f.name], top)):
+        kind = hints[f.name]
+        if is_section(kind) and prefix and kind in top:
+            kwargs[f.name] = built[kind]
+        elif is_section(kind):
+            kwargs[f.name] = _construct(kind, values.get(f.name, {}), prefix + f.name + ".", built, top)
+            if not prefix:
+                built[kind] = kwargs[f.name]
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        if not prefix or prefix in str(err):
+            raise  # the top level, or a message that already names its section's keys
+        raise ValueError(f"[{prefix[:-1]}] {err}") from None
+
+
+def _links(kind, top: dict[type, str]) -> bool:
+    if not is_section(kind):
+        return False
+    hints = typing.get_type_hints(kind)
+    return any(h in top or _links(h, top) for h in hints.values() if is_section(h))
+
+
+def to_dict(instance) -> dict:
+    """Plain JSON-able values (paths as strings)."""
+    return json.loads(json.dumps(dataclasses.asdict(instance), default=str))
+
+
+# ---- files -------------------------------------------------------------------------
+
+
+def read_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"config file {path}: invalid TOML: {err}") from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path}: invalid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path}: the top level must be a mapping of sections")
+        return data
+    raise ValueError(f"config file {path}: unknown format {path.suffix!r}; use .toml, .yaml or .yml")
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (str, PurePath)):
+        return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def to_toml(tree: Tree, instance, header: str = "") -> str:
+    """The tree as TOML that `build(tree, tomllib.loads(text))` turns back into `instance`;
+    unset optional values are comments (absent keys keep their None default)."""
+    header = header or (f"`hsp {tree.command} --config FILE` reads this file; flags override it. "
+                        f"Every key is also a flag (--section.key VALUE): hsp {tree.command} --help.")
+    lines = [f"# {line}" for line in textwrap.wrap(header, 88)]
+    tables: dict[str, list[str]] = {}
+    for path, key in tree.keys.items():
+        section, _, leaf = path.rpartition(".")
+        value = instance
+        for name in path.split("."):
+            value = getattr(value, name)
+        body = tables.setdefault(section, [])
+        body += [f"# {line}" for line in textwrap.wrap(key.doc, 86)]
+        body.append(f"# {leaf} is unset" if value is None else f"{leaf} = {toml_value(value)}")
+    for section, body in sorted(tables.items(), key=lambda item: item[0] != ""):  # bare keys before tables
+        lines += ["", f"[{section}]"] if section else [""]
+        lines += body
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# ---- command-line flags ------------------------------------------------------------
+
+
+def flag_dest(tree: Tree, path: str) -> str:
+    """argparse dest of a key: its short flag's name if it has one (args.num_workers)."""
+    short = [a for a, p in tree.aliases.items() if p == path]
+    return short[0].lstrip("-").replace("-", "_") if short else path
+
+
+def add_arguments(parser: argparse.ArgumentParser, tree: Tree) -> None:
+    """--config, --print-config and one flag per key (plus its short aliases); a flag
+    left out keeps the file's (or the default) value."""
+    unknown = sorted(set(tree.aliases.values()) - set(tree.keys))
+    if unknown:
+        raise TypeError(f"aliases of hsp {tree.command} name no key: {unknown}")
+    parser.usage = f"hsp {tree.command} [--config FILE] [--print-config] [--section.key VALUE ...] (see --help)"
+    parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of sections and keys (flags override it)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as TOML (feed it back with --config) and exit")
+    for path, reason in tree.derived.items():
+        parser.add_argument(f"--{path}", nargs="?", action=_Derived, help=argparse.SUPPRESS,
+                            reason=f"{path} is set by hsp {tree.command} ({reason}); remove the flag")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for path, key in tree.keys.items():
+        section = path.rpartition(".")[0] or "run"
+        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(f"[{section}]"))
+        names = [f"--{path}", *(a for a, p in tree.aliases.items() if p == path)]
+        shown = "unset" if key.default is None else toml_value(key.default)
+        help_text = f"{key.doc} Default: {shown}.".strip().replace("%", "%%")
+        if key.kind is bool:
+            group.add_argument(*names, dest=flag_dest(tree, path), action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+            continue
+        group.add_argument(*names, dest=flag_dest(tree, path), default=None, type=_flag_parser(path, key.kind, key.choices), metavar=_metavar(key), help=help_text)
+
+
+class _Derived(argparse.Action):
+    """A flag for a key the command sets itself: an error that says who sets it."""
+
+    def __init__(self, *args, reason: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reason = reason
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(self.reason)
+
+
+def _metavar(key: Key) -> str | None:
+    if key.choices is not None:
+        return "{" + ",".join(map(str, key.choices)) + "}"
+    kind = _inner(key.kind) if _is_optional(key.kind) else key.kind
+    if typing.get_origin(kind) is Literal:
+        return "{" + ",".join(map(str, typing.get_args(kind))) + "}"
+    if typing.get_origin(kind) in (tuple, list):
+        return f"{type_name(_element(kind)).upper()},..."
+    return type_name(kind).upper()
+
+
+def _flag_parser(path: str, kind, choices: tuple | None):
+    """argparse `type=`: the flag's text as the field's type (lists are comma-separated)."""
+
+    def parse(text: str):
+        try:
+            return _checked(_from_text(text, kind), kind, choices)
+        except _Bad as bad:
+            raise argparse.ArgumentTypeError(f"{text!r} {bad.phrase}; write e.g. --{path} {_flag_example(bad.kind)}") from None
+
+    parse.__name__ = type_name(kind)
+    return parse
+
+
+def _from_text(text: str, kind):
+    if _is_optional(kind):
+        return _from_text(text, _inner(kind))
+    origin = typing.get_origin(kind)
+    if origin in (tuple, list):
+        return [_from_text(part.strip(), _element(kind)) for part in text.split(",") if part.strip()]
+    if origin is Literal:
+        return next((a for a in typing.get_args(kind) if str(a) == text), text)
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise _Bad(f"is not {'an' if kind is int else 'a'} {kind.__name__}", kind) from None
+    return text
+
+
+def _flag_example(kind) -> str:
+    text = example(kind)
+    if text.startswith("["):
+        return text.strip("[]").replace(" ", "")
+    return text.strip('"')
+
+
+def overrides(tree: Tree, args: argparse.Namespace) -> dict[str, object]:
+    """Dotted key -> value of every flag given on the command line."""
+    values = {path: getattr(args, flag_dest(tree, path)) for path in tree.keys}
+    return {path: value for path, value in values.items() if value is not None}
+
+
+def load(tree: Tree, args: argparse.Namespace):
+    """The command's config: --config's file (or the defaults), then the flags."""
+    data = read_file(args.config) if args.config else {}
+    return build(tree, data, overrides(tree, args))
+
+
+def add_command(subparsers, tree: Tree, *, help: str, description: str) -> argparse.ArgumentParser:
+    """The sub-command's parser with the tree's flags (no abbreviations: with dotted keys
+    a prefix would silently pick one)."""
+    parser = subparsers.add_parser(tree.command, help=help, description=description, allow_abbrev=False)
+    add_arguments(parser, tree)
+    return parser
+
+
+def load_or_print(tree: Tree, args: argparse.Namespace):
+    """The command's config, or None after printing it for --print-config."""
+    config = load(tree, args)
+    if args.print_config:
+        print(to_toml(tree, config), end="")
+        return None
+    return config
