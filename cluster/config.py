@@ -181,6 +181,9 @@ class ProfileRunConfig:
     out: str = ""
     """Where to write the CostModel JSON (required to run)."""
 
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
 
 _TOKENIZER = "the tokenizer's vocabulary"
 TRAIN = Tree(

@@ -489,7 +489,13 @@ def _from_text(text: str, kind):
         return _from_text(text, _inner(kind))
     origin = typing.get_origin(kind)
     if origin in (tuple, list):
-        return [_from_text(part.strip(), _element(kind)) for part in text.split(",") if part.strip()]
+        items = []
+        for i, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
+            try:
+                items.append(_from_text(part, _element(kind)))
+            except _Bad as bad:
+                raise _Bad(f"has item {i} = {part!r} that {bad.phrase}", kind) from None
+        return items
     if origin is Literal:
         return next((a for a in typing.get_args(kind) if str(a) == text), text)
     if kind in (int, float):

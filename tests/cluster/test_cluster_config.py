@@ -120,3 +120,12 @@ def test_cluster_default_toml_spells_out_the_dataclass_defaults():
     from cluster.config import TrainConfig
 
     assert build_config(read_file(DEFAULT_CONFIG)).to_dict() == TrainConfig().to_dict()
+
+
+def test_cluster_engine_and_optimizer_keys_reach_the_workers():
+    config = build_config({}, {"engine.dtype": "float64", "engine.pin_cpus": True, "optimizer.max_grad_norm": 0.0,
+                               "optimizer.lr": 0.01, "engine.collective_timeout_s": 9.0, "model.dropout": 0.1})
+    w = prepare(config).worker_config
+    assert (w.dtype, w.pin_cpus, w.max_grad_norm, w.lr, w.collective_timeout_s) == ("float64", True, None, 0.01, 9.0)
+    assert w.model.dropout == 0.1 and w.model.init_seed == config.train.seed
+    assert build_config({}).optimizer.clip_norm == prepare(build_config({})).worker_config.max_grad_norm == 1.0
