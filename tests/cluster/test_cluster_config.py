@@ -82,22 +82,6 @@ def test_cluster_cli_rejects_bad_config_before_ray_starts(tmp_path):
     assert "Ray" not in proc.stderr  # nothing was started
 
 
-def test_cluster_readme_documents_every_series_and_key():
-    import dataclasses
-    from pathlib import Path
-
-    from cluster.config import TrainConfig
-    from cluster.metrics import SERIES
-
-    doc = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for series in SERIES:
-        assert f"| `{series.name}` | {series.kind} |" in doc, series.name
-    config = TrainConfig()
-    for section in dataclasses.fields(config):
-        for key in dataclasses.fields(getattr(config, section.name)):
-            assert f"| `{section.name}.{key.name}` |" in doc, f"{section.name}.{key.name}"
-
-
 def test_cluster_cli_flags_override_the_config_file(tmp_path):
     from cluster.cli import build_parser
     from cluster.commands.train import load
