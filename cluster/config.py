@@ -1,7 +1,7 @@
 """The configuration trees of `hsp train`, `hsp rl` and `hsp profile`.
 
 Each component keeps its config dataclass next to its code; this module composes them
-into one tree per command (cluster/configtree.py derives files, flags and checks):
+into one tree per command (cluster/configtree.py: files and checks, configflags.py: flags):
 
     hsp train    [model] ModelConfig          hsp/model/gpt.py (the model's own config)
                  [data] DataConfig            here
@@ -139,8 +139,15 @@ class PlannerConfig:
         return CostModel.load(path)
 
 
+class _Tree:
+    """A command's whole config."""
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(_Tree):
     """`hsp train`."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -153,12 +160,8 @@ class TrainConfig:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-
 @dataclass(kw_only=True)
-class RLRunConfig:
+class RLRunConfig(_Tree):
     """`hsp rl`: rl.model is the [model] section."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -168,22 +171,14 @@ class RLRunConfig:
     run_dir: str = "runs/rl"
     """Output directory (summary.json, reward_curve.png, sft.pt)."""
 
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-
 @dataclass(kw_only=True)
-class ProfileRunConfig:
+class ProfileRunConfig(_Tree):
     """`hsp profile`: profile.model is the [model] section."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     out: str = ""
     """Where to write the CostModel JSON (required to run)."""
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
 
 _TOKENIZER = "the tokenizer's vocabulary"
 TRAIN = Tree(

@@ -1,5 +1,6 @@
-"""Config trees: nested dataclasses read from TOML/YAML, overridden by dotted command-line
-flags (`--model.num_layers 4`), checked by one type check and written back as TOML.
+"""Config trees: nested dataclasses read from TOML/YAML, overridden by dotted keys (the
+command-line flags of cluster/configflags.py, `--model.num_layers 4`), checked by one
+type check (cluster/configtypes.py) and written back as TOML.
 
 A tree is a dataclass whose fields are sections (dataclasses, nested to any depth) or
 plain values. Each component keeps its section dataclass next to its code; a command's
@@ -19,20 +20,19 @@ Every error is a ValueError naming the key, the value and the fix.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import difflib
 import functools
 import inspect
 import json
-import math
 import textwrap
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
+
+from cluster.configtypes import check_value, is_optional, toml_value
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def _walk(cls: type, instance, prefix: str, top: dict[type, str]):
                 continue  # linked: filled from the top-level section
             yield from _walk(kind, value, path + ".", top)
             continue
-        if _is_optional(kind) and f.default is not None:
+        if is_optional(kind) and f.default is not None:
             raise TypeError(f"{cls.__name__}.{f.name}: an optional field must default to None (unset)")
         yield Key(path, kind, value, docs.get(f.name, ""), f.metadata.get("choices"))
 
@@ -134,122 +134,6 @@ def field_docs(cls: type) -> dict[str, str]:
                     and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
                 docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
-
-
-# ---- type checks ---------------------------------------------------------------------
-
-
-def _is_optional(kind) -> bool:
-    return typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
-
-
-def _inner(kind):
-    """X for X | None."""
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if len(args) != 1:
-        raise TypeError(f"config trees support X | None, not {kind}")
-    return args[0]
-
-
-def _element(kind):
-    args = typing.get_args(kind)
-    if typing.get_origin(kind) is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-        raise TypeError(f"config trees support tuple[X, ...], not {kind}")
-    return args[0]
-
-
-def type_name(kind) -> str:
-    if _is_optional(kind):
-        return type_name(_inner(kind))
-    origin = typing.get_origin(kind)
-    if origin is Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
-    if origin in (tuple, list):
-        return f"list of {type_name(_element(kind))}"
-    if isinstance(kind, type) and issubclass(kind, PurePath):
-        return "path"
-    return kind.__name__
-
-
-def example(kind) -> str:
-    """A TOML value of this type, for "write e.g." hints."""
-    if _is_optional(kind):
-        return example(_inner(kind))
-    origin = typing.get_origin(kind)
-    if origin is Literal:
-        return toml_value(typing.get_args(kind)[0])
-    if origin in (tuple, list):
-        return f"[{example(_element(kind))}, {example(_element(kind))}]"
-    if isinstance(kind, type) and issubclass(kind, PurePath):
-        return '"path/to/file"'
-    return {bool: "true", int: "4", float: "0.5", str: '"text"'}[kind]
-
-
-class _Bad(Exception):
-    """A value that does not fit: `phrase` completes "<value> ..." and `kind` gives the example."""
-
-    def __init__(self, phrase: str, kind) -> None:
-        super().__init__(phrase)
-        self.phrase, self.kind = phrase, kind
-
-
-def check_value(path: str, value, kind, choices: tuple | None = None):
-    """`value` as the field's type, or a ValueError naming the key, the value and the fix."""
-    try:
-        return _checked(value, kind, choices)
-    except _Bad as bad:
-        leaf = path.rsplit(".", 1)[-1]
-        raise ValueError(f"config key {path} = {value!r} {bad.phrase}; write e.g. {leaf} = {example(bad.kind)}") from None
-
-
-def _checked(value, kind, choices: tuple | None):
-    checked = _check(value, kind)
-    if choices is not None and checked not in choices:
-        raise _Bad(f"is not one of {', '.join(map(str, choices))}", Literal[tuple(choices)])
-    return checked
-
-
-def _check(value, kind):
-    if _is_optional(kind):
-        return None if value is None else _check(value, _inner(kind))
-    origin = typing.get_origin(kind)
-    if origin is Literal:
-        if not any(value == a and type(value) is type(a) for a in typing.get_args(kind)):
-            raise _Bad(f"is not {type_name(kind)}", kind)
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise _wrong_type(value, kind)
-        items = []
-        for i, item in enumerate(value):
-            try:
-                items.append(_check(item, _element(kind)))
-            except _Bad as bad:
-                raise _Bad(f"has item {i} = {item!r} that {bad.phrase}", kind) from None
-        return origin(items)
-    if isinstance(kind, type) and issubclass(kind, PurePath):
-        if not isinstance(value, (str, PurePath)):
-            raise _wrong_type(value, kind)
-        return kind(value)
-    ok = {
-        bool: lambda: isinstance(value, bool),
-        int: lambda: isinstance(value, int) and not isinstance(value, bool),
-        float: lambda: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: lambda: isinstance(value, str),
-    }
-    if kind not in ok:
-        raise TypeError(f"type {kind!r} is not supported by config trees")
-    if not ok[kind]():
-        raise _wrong_type(value, kind)
-    if kind is float:
-        if not math.isfinite(value):
-            raise _Bad("is not a finite number", kind)
-        return float(value)
-    return value
-
-
-def _wrong_type(value, kind) -> _Bad:
-    return _Bad(f"has type {type(value).__name__}, expected {type_name(kind)}", kind)
 
 
 # ---- building a tree -----------------------------------------------------------------
@@ -380,18 +264,6 @@ def read_file(path: str | Path) -> dict:
     raise ValueError(f"config file {path}: unknown format {path.suffix!r}; use .toml, .yaml or .yml")
 
 
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (str, PurePath)):
-        return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {value!r}")
-
-
 def to_toml(tree: Tree, instance, header: str = "") -> str:
     """The tree as TOML that `build(tree, tomllib.loads(text))` turns back into `instance`;
     unset optional values are comments (absent keys keep their None default)."""
@@ -411,132 +283,3 @@ def to_toml(tree: Tree, instance, header: str = "") -> str:
         lines += ["", f"[{section}]"] if section else [""]
         lines += body
     return "\n".join(lines).lstrip("\n") + "\n"
-
-
-# ---- command-line flags ------------------------------------------------------------
-
-
-def flag_dest(tree: Tree, path: str) -> str:
-    """argparse dest of a key: its short flag's name if it has one (args.num_workers)."""
-    short = [a for a, p in tree.aliases.items() if p == path]
-    return short[0].lstrip("-").replace("-", "_") if short else path
-
-
-def add_arguments(parser: argparse.ArgumentParser, tree: Tree) -> None:
-    """--config, --print-config and one flag per key (plus its short aliases); a flag
-    left out keeps the file's (or the default) value."""
-    unknown = sorted(set(tree.aliases.values()) - set(tree.keys))
-    if unknown:
-        raise TypeError(f"aliases of hsp {tree.command} name no key: {unknown}")
-    parser.usage = f"hsp {tree.command} [--config FILE] [--print-config] [--section.key VALUE ...] (see --help)"
-    parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of sections and keys (flags override it)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config as TOML (feed it back with --config) and exit")
-    for path, reason in tree.derived.items():
-        parser.add_argument(f"--{path}", nargs="?", action=_Derived, help=argparse.SUPPRESS,
-                            reason=f"{path} is set by hsp {tree.command} ({reason}); remove the flag")
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for path, key in tree.keys.items():
-        section = path.rpartition(".")[0] or "run"
-        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(f"[{section}]"))
-        names = [f"--{path}", *(a for a, p in tree.aliases.items() if p == path)]
-        shown = "unset" if key.default is None else toml_value(key.default)
-        help_text = f"{key.doc} Default: {shown}.".strip().replace("%", "%%")
-        if key.kind is bool:
-            group.add_argument(*names, dest=flag_dest(tree, path), action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-            continue
-        group.add_argument(*names, dest=flag_dest(tree, path), default=None, type=_flag_parser(path, key.kind, key.choices), metavar=_metavar(key), help=help_text)
-
-
-class _Derived(argparse.Action):
-    """A flag for a key the command sets itself: an error that says who sets it."""
-
-    def __init__(self, *args, reason: str, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.reason = reason
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        parser.error(self.reason)
-
-
-def _metavar(key: Key) -> str | None:
-    if key.choices is not None:
-        return "{" + ",".join(map(str, key.choices)) + "}"
-    kind = _inner(key.kind) if _is_optional(key.kind) else key.kind
-    if typing.get_origin(kind) is Literal:
-        return "{" + ",".join(map(str, typing.get_args(kind))) + "}"
-    if typing.get_origin(kind) in (tuple, list):
-        return f"{type_name(_element(kind)).upper()},..."
-    return type_name(kind).upper()
-
-
-def _flag_parser(path: str, kind, choices: tuple | None):
-    """argparse `type=`: the flag's text as the field's type (lists are comma-separated)."""
-
-    def parse(text: str):
-        try:
-            return _checked(_from_text(text, kind), kind, choices)
-        except _Bad as bad:
-            raise argparse.ArgumentTypeError(f"{text!r} {bad.phrase}; write e.g. --{path} {_flag_example(bad.kind)}") from None
-
-    parse.__name__ = type_name(kind)
-    return parse
-
-
-def _from_text(text: str, kind):
-    if _is_optional(kind):
-        return _from_text(text, _inner(kind))
-    origin = typing.get_origin(kind)
-    if origin in (tuple, list):
-        items = []
-        for i, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
-            try:
-                items.append(_from_text(part, _element(kind)))
-            except _Bad as bad:
-                raise _Bad(f"has item {i} = {part!r} that {bad.phrase}", kind) from None
-        return items
-    if origin is Literal:
-        return next((a for a in typing.get_args(kind) if str(a) == text), text)
-    if kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            raise _Bad(f"is not {'an' if kind is int else 'a'} {kind.__name__}", kind) from None
-    return text
-
-
-def _flag_example(kind) -> str:
-    text = example(kind)
-    if text.startswith("["):
-        return text.strip("[]").replace(" ", "")
-    return text.strip('"')
-
-
-def overrides(tree: Tree, args: argparse.Namespace) -> dict[str, object]:
-    """Dotted key -> value of every flag given on the command line."""
-    values = {path: getattr(args, flag_dest(tree, path)) for path in tree.keys}
-    return {path: value for path, value in values.items() if value is not None}
-
-
-def load(tree: Tree, args: argparse.Namespace):
-    """The command's config: --config's file (or the defaults), then the flags."""
-    data = read_file(args.config) if args.config else {}
-    return build(tree, data, overrides(tree, args))
-
-
-def add_command(subparsers, tree: Tree, *, help: str, description: str) -> argparse.ArgumentParser:
-    """The sub-command's parser with the tree's flags (no abbreviations: with dotted keys
-    a prefix would silently pick one)."""
-    parser = subparsers.add_parser(tree.command, help=help, description=description, allow_abbrev=False)
-    add_arguments(parser, tree)
-    return parser
-
-
-def load_or_print(tree: Tree, args: argparse.Namespace):
-    """The command's config, or None after printing it for --print-config."""
-    config = load(tree, args)
-    if args.print_config:
-        print(to_toml(tree, config), end="")
-        return None
-    return config

@@ -17,7 +17,7 @@ HELP = "measure compute/all-to-all times on this machine and fit a cost model"
 
 def register(subparsers) -> None:
     from cluster.config import PROFILE
-    from cluster.configtree import add_command
+    from cluster.configflags import add_command
 
     parser = add_command(
         subparsers, PROFILE, help=HELP,
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from cluster.config import PROFILE, check_profile_backend
-    from cluster.configtree import load_or_print
+    from cluster.configflags import load_or_print
     from hsp.engine.profile import residual_table, run_profile
 
     config = load_or_print(PROFILE, args)

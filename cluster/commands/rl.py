@@ -19,7 +19,7 @@ HELP = "RL (BGPO) of a masked-diffusion LM on sudoku4/addition, on CPU"
 
 def register(subparsers) -> None:
     from cluster.config import RL
-    from cluster.configtree import add_command
+    from cluster.configflags import add_command
 
     parser = add_command(
         subparsers, RL, help=HELP,
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cluster.config import RL
-    from cluster.configtree import load_or_print
+    from cluster.configflags import load_or_print
     from cluster.rl_runner import run_rl
 
     config = load_or_print(RL, args)

@@ -13,7 +13,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.t
 
 def register(subparsers) -> None:
     from cluster.config import TRAIN
-    from cluster.configtree import add_command
+    from cluster.configflags import add_command
 
     parser = add_command(
         subparsers, TRAIN, help=HELP,
@@ -30,14 +30,14 @@ def register(subparsers) -> None:
 
 def load(args: argparse.Namespace):
     from cluster.config import TRAIN
-    from cluster.configtree import load as load_tree
+    from cluster.configflags import load as load_tree
 
     return load_tree(TRAIN, args)
 
 
 def run(args: argparse.Namespace) -> int:
     from cluster.config import TRAIN
-    from cluster.configtree import load_or_print
+    from cluster.configflags import load_or_print
     from cluster.trainer import run_training
 
     config = load_or_print(TRAIN, args)

@@ -1,4 +1,4 @@
-"""Config trees (cluster/configtree.py): every field type's check, flags derived from the
+"""Config trees (cluster/configtree.py, configtypes.py, configflags.py): every field type's check, flags derived from the
 dataclasses, links and derived keys, and TOML that feeds back to the same config."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Literal
 import pytest
 
 from cluster.config import PROFILE, RL, TRAIN, TrainConfig
-from cluster.configtree import Tree, add_arguments, build, overrides, to_toml
+from cluster.configflags import add_arguments, overrides
+from cluster.configtree import Tree, build, to_toml
 
 
 @dataclass(kw_only=True)
