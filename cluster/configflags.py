@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser, tree: Tree) -> None:
         section = path.rpartition(".")[0] or "run"
         group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(f"[{section}]"))
         names = [f"--{path}", *(a for a, p in tree.aliases.items() if p == path)]
-        shown = "unset" if key.default is None else toml_value(key.default)
+        declared = tree.own_defaults.get(path, key.declared)
+        shown = "unset" if declared is None else toml_value(declared)
         help_text = f"{key.doc} Default: {shown}.".strip().replace("%", "%%")
         if key.kind is bool:
             group.add_argument(*names, dest=flag_dest(tree, path), action=argparse.BooleanOptionalAction,

@@ -42,8 +42,11 @@ class Key:
     kind: Any
     """The resolved annotation."""
     default: Any
+    """Its value in the command's default config (after __post_init__ resolved it)."""
     doc: str
     choices: tuple | None = None
+    declared: Any = None
+    """The field's own default (None = unset), as `--help` shows it."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ def _walk(cls: type, instance, prefix: str, top: dict[type, str]):
             continue
         if is_optional(kind) and f.default is not None:
             raise TypeError(f"{cls.__name__}.{f.name}: an optional field must default to None (unset)")
-        yield Key(path, kind, value, docs.get(f.name, ""), f.metadata.get("choices"))
+        declared = value if f.default is dataclasses.MISSING else f.default
+        yield Key(path, kind, value, docs.get(f.name, ""), f.metadata.get("choices"), declared)
 
 
 @functools.cache
