@@ -34,16 +34,21 @@ def add_arguments(parser: argparse.ArgumentParser, tree: Tree) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for path, key in tree.keys.items():
         section = path.rpartition(".")[0] or "run"
-        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(f"[{section}]"))
-        names = [f"--{path}", *(a for a, p in tree.aliases.items() if p == path)]
-        declared = tree.own_defaults.get(path, key.declared)
-        shown = "unset" if declared is None else toml_value(declared)
-        help_text = f"{key.doc} Default: {shown}.".strip().replace("%", "%%")
-        if key.kind is bool:
-            group.add_argument(*names, dest=flag_dest(tree, path), action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-            continue
-        group.add_argument(*names, dest=flag_dest(tree, path), default=None, type=_flag_parser(path, key.kind, key.choices), metavar=_metavar(key), help=help_text)
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"[{section}]")
+        _add_key_flag(groups[section], tree, key)
+
+
+def _add_key_flag(group: argparse._ArgumentGroup, tree: Tree, key: Key) -> None:
+    names = [f"--{key.path}", *(a for a, p in tree.aliases.items() if p == key.path)]
+    declared = tree.own_defaults.get(key.path, key.declared)
+    shown = "unset" if declared is None else toml_value(declared)
+    common = {"dest": flag_dest(tree, key.path), "default": None,
+              "help": f"{key.doc} Default: {shown}.".strip().replace("%", "%%")}  # argparse %-formats help
+    if key.kind is bool:
+        group.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
+    else:
+        group.add_argument(*names, type=_flag_parser(key.path, key.kind, key.choices), metavar=_metavar(key), **common)
 
 
 class _Derived(argparse.Action):

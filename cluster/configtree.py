@@ -152,7 +152,7 @@ def build(tree: Tree, data: dict, overrides: dict[str, object] | None = None):
     for dotted, value in (overrides or {}).items():
         _table(merged, dotted)[dotted.rsplit(".", 1)[-1]] = value
     _check_keys(tree, merged, "")
-    return _construct(tree.root, merged, "", {}, _top_sections(tree.root))
+    return _construct(tree, merged)
 
 
 def _table(merged: dict, dotted: str) -> dict:
@@ -206,26 +206,36 @@ def _unknown(tree: Tree, path: str, value) -> ValueError:
     )
 
 
-def _construct(cls: type, values: dict, prefix: str, built: dict, top: dict[type, str]):
+def _construct(tree: Tree, merged: dict):
+    top = _top_sections(tree.root)
+    hints = typing.get_type_hints(tree.root)
+    built: dict[type, object] = {}
+    kwargs = {}
+    # a section that receives linked sections is built after the sections it receives
+    for name in sorted(hints, key=lambda n: _links(hints[n], top)):
+        if is_section(hints[name]):
+            kwargs[name] = built[hints[name]] = _section(hints[name], merged.get(name, {}), name, built, top)
+        elif name in merged:
+            kwargs[name] = merged[name]
+    return tree.root(**kwargs)
+
+
+def _section(cls: type, values: dict, path: str, built: dict, top: dict[type, str]):
     hints = typing.get_type_hints(cls)
     kwargs = {}
-    # top-level sections first, so linked fields below them can receive them
-    for f in sorted(dataclasses.fields(cls), key=lambda f: bool(prefix) or _links(hints[f.name], top)):
+    for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        if is_section(kind) and prefix and kind in top:
-            kwargs[f.name] = built[kind]
-        elif is_section(kind):
-            kwargs[f.name] = _construct(kind, values.get(f.name, {}), prefix + f.name + ".", built, top)
-            if not prefix:
-                built[kind] = kwargs[f.name]
+        if is_section(kind):
+            linked = kind in top
+            kwargs[f.name] = built[kind] if linked else _section(kind, values.get(f.name, {}), f"{path}.{f.name}", built, top)
         elif f.name in values:
             kwargs[f.name] = values[f.name]
     try:
         return cls(**kwargs)
     except ValueError as err:
-        if not prefix or prefix in str(err):
-            raise  # the top level, or a message that already names its section's keys
-        raise ValueError(f"[{prefix[:-1]}] {err}") from None
+        if f"{path}." in str(err):
+            raise  # the message already names its section's keys
+        raise ValueError(f"[{path}] {err}") from None
 
 
 def _links(kind, top: dict[type, str]) -> bool:

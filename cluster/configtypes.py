@@ -143,6 +143,7 @@ def toml_value(value) -> str:
 
 
 def from_text(text: str, kind):
+    """A flag's text as a value of `kind` (lists are comma-separated), to be checked next."""
     if is_optional(kind):
         return from_text(text, inner(kind))
     origin = typing.get_origin(kind)
@@ -156,6 +157,10 @@ def from_text(text: str, kind):
         return items
     if origin is Literal:
         return next((a for a in typing.get_args(kind) if str(a) == text), text)
+    if kind is bool:
+        if text not in ("true", "false"):
+            raise Bad("is not true or false", kind)
+        return text == "true"
     if kind in (int, float):
         try:
             return kind(text)
