@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser, tree: Tree) -> None:
 
 
 def _add_key_flag(group: argparse._ArgumentGroup, tree: Tree, key: Key) -> None:
-    names = [f"--{key.path}", *(a for a, p in tree.aliases.items() if p == key.path)]
+    names = list(dict.fromkeys([f"--{key.path}", *(a for a, p in tree.aliases.items() if p == key.path)]))
     declared = tree.own_defaults.get(key.path, key.declared)
     shown = "unset" if declared is None else toml_value(declared)
     common = {"dest": flag_dest(tree, key.path), "default": None,
