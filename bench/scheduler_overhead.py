@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = tempfile.mkdtemp(prefix="hsp-bench-")
     overrides = {
         "train.steps": args.steps, "cluster.num_workers": args.num_workers, "metrics.port": 0,
-        "train.run_dir": run_dir, "train.checkpoint_every": 0,
+        "train.run_dir": run_dir, "checkpoint.every_steps": 0,
     }
     config = build_config(read_file(args.config or DEFAULT_CONFIG), overrides)
     began = time.time()

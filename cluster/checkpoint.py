@@ -6,12 +6,25 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 LATEST = "latest.pt"
 FORMAT_VERSION = 1
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    every_steps: int = 25
+    """Write a checkpoint every this many steps (0 = only at the end)."""
+    resume: bool = False
+    """Continue from the run directory's latest checkpoint."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0:
+            raise ValueError(f"checkpoint.every_steps={self.every_steps} must be >= 0 (0 = only at the end)")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -52,6 +65,15 @@ def load(run_dir: str | Path) -> dict | None:
     if payload.get("version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {payload.get('version')}, expected {FORMAT_VERSION}")
     return payload
+
+
+def saved_step(run_dir: str | Path) -> int | None:
+    """Step of `run_dir`'s latest checkpoint (None without one), read without loading the
+    rank states into memory."""
+    path = checkpoint_dir(run_dir) / LATEST
+    if not path.is_file():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["step"])
 
 
 def check_resumable(payload: dict, *, fingerprint: dict, num_workers: int, path: Path) -> None:

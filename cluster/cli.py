@@ -1,8 +1,9 @@
 """The `hsp` command line: one sub-command per module in `cluster.commands`.
 
-Each command module exposes ``register(subparsers)`` which adds its parser and sets
-``func`` to a callable ``(args) -> int``. Heavy imports (torch, ray) happen inside the
-command, so `hsp plan` stays fast.
+Each command module has ``HELP`` (one line) and ``register(subparsers)``, which adds its
+parser and sets ``func`` to a callable ``(args) -> int``. Only the command being run gets
+its full parser (train/rl/profile derive theirs from config trees that import torch), so
+`hsp plan` and `hsp --help` stay fast; heavy imports happen inside the command.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterable
 
 COMMANDS = ("plan", "simulate", "profile", "train", "rl")
 
@@ -18,25 +20,27 @@ class UserError(Exception):
     """A problem with the user's input: printed as one clear message, no traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(full: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The `hsp` parser; commands not in `full` get only their name and help line."""
+    full = set(full)
     parser = argparse.ArgumentParser(
         prog="hsp",
         description="Heterogeneity-adaptive sequence parallelism: plan, simulate, profile, train, rl.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"cluster.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"cluster.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.register(sub)
+        module = importlib.import_module(f"cluster.commands.{name}")
+        if name in full:
+            module.register(sub)
+        else:
+            sub.add_parser(name, help=module.HELP, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(full=[command] if command in COMMANDS else []).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as err:

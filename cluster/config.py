@@ -1,51 +1,59 @@
-"""`hsp train` configuration: sections of typed fields, loaded from TOML or YAML,
-overridden from the command line, and checked before Ray starts.
+"""The configuration trees of `hsp train`, `hsp rl` and `hsp profile`.
 
-Every error names the key, the value and the fix.
+Each component keeps its config dataclass next to its code; this module composes them
+into one tree per command (cluster/configtree.py: files and checks, configflags.py: flags):
+
+    hsp train    [model] ModelConfig          hsp/model/gpt.py (the model's own config)
+                 [data] DataConfig            here
+                 [train] TrainLoopConfig      here
+                 [optimizer] OptimizerConfig  hsp/engine/options.py
+                 [engine] EngineConfig        hsp/engine/options.py
+                 [checkpoint] CheckpointConfig  cluster/checkpoint.py
+                 [cluster] ClusterConfig      here
+                 [planner] PlannerConfig      here (strategies: solver.strategies.STRATEGIES)
+                 [metrics] MetricsConfig      cluster/metrics.py
+    hsp rl       [model], [rl] RLConfig (hsp/rl/config.py), [cluster], [metrics], run_dir
+    hsp profile  [model], [profile] ProfileConfig (hsp/engine/profile.py), out
+
+The checks across sections (heads against workers, memory against the longest sequence)
+run before Ray starts; every error names the key, the value and the fix.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import math
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.checkpoint import CheckpointConfig
+from cluster.configtree import Tree, build, read_file, to_dict
+from cluster.metrics import MetricsConfig
+from hsp.engine.options import EngineConfig, OptimizerConfig
+from hsp.engine.profile import ProfileConfig
+from hsp.model.gpt import GPTConfig as ModelConfig  # the one reference to the model's config class
+from hsp.rl.config import RLConfig
 from solver.cost import CostModel
 from solver.spec import ClusterSpec
+from solver.strategies import STRATEGIES
 
-DEFAULT_COST_MODEL = Path(__file__).parent / "configs" / "cost-cpu-tiny.json"
-STRATEGIES = ("fast", "flexsp", "static", "batch-ada", "megatron-dcp")
+__all__ = ["TRAIN", "RL", "PROFILE", "TrainConfig", "build_config", "cluster_spec", "read_file"]
+
+CONFIGS = Path(__file__).parent / "configs"
+DEFAULT_COST_MODEL = CONFIGS / "cost-cpu-tiny.json"
 AUTO_CAPACITY_FRACTION = 0.75
 """With memory_budget_bytes = 0, one rank holds activations for this share of
 max_seq_len tokens, so the longest sequences need a degree-2 group."""
 
 
-@dataclass(kw_only=True)
-class ModelSection:
-    num_layers: int = 2
-    """Transformer blocks."""
-    hidden_size: int = 64
-    """Model width; must be divisible by num_heads."""
-    num_heads: int = 4
-    """Attention heads; an SP group of degree d needs d | num_heads."""
-    max_seq_len: int = 1024
-    """Longest sequence in tokens (longer documents are cut)."""
-
-    def __post_init__(self) -> None:
-        _positive(self, "model")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"model.hidden_size={self.hidden_size} is not divisible by model.num_heads={self.num_heads}; "
-                f"pick a head count that divides it (e.g. {_divisor_near(self.hidden_size, self.num_heads)})"
-            )
+def _positive(obj, section: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ValueError(f"config key {section}.{name} = {getattr(obj, name)!r} must be > 0")
 
 
 @dataclass(kw_only=True)
-class DataSection:
+class DataConfig:
     data_dir: str = ""
     """Folder of .txt/.jsonl files to train on; empty = synthetic Wikipedia-shaped corpus."""
     num_seqs_per_step: int = 64
@@ -58,50 +66,39 @@ class DataSection:
     """Seed of the synthetic corpus and of the shuffle."""
 
     def __post_init__(self) -> None:
-        _positive(self, "data", skip=("seed", "data_dir"))
+        _positive(self, "data", ("num_seqs_per_step", "num_docs", "reference_len"))
         if self.data_dir and not Path(self.data_dir).is_dir():
             raise ValueError(f"data.data_dir={self.data_dir!r} is not a folder; pass a folder of .txt/.jsonl files")
 
 
 @dataclass(kw_only=True)
-class TrainSection:
+class TrainLoopConfig:
     steps: int = 100
     """Optimizer steps to reach (a resumed run continues up to this step)."""
-    lr: float = 2e-3
-    """AdamW learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
     seed: int = 0
     """Seed of model init and of every rank's RNG."""
-    checkpoint_every: int = 25
-    """Write a checkpoint every this many steps (0 = only at the end)."""
     run_dir: str = "runs/train"
     """Where summary.json, history.jsonl, plots and checkpoints go."""
-    resume: bool = False
-    """Continue from run_dir's latest checkpoint."""
     max_restarts: int = 3
     """Worker-group rebuilds allowed after failures before the run gives up."""
     step_timeout_s: float = 300.0
     """A step not finished by then counts as a failure (no hang)."""
-    collective_timeout_s: float = 60.0
-    """torch.distributed timeout: survivors of a dead peer error out after this."""
 
     def __post_init__(self) -> None:
-        _positive(self, "train", skip=("seed", "checkpoint_every", "weight_decay", "max_restarts", "resume"))
-        for key in ("checkpoint_every", "weight_decay", "max_restarts"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"train.{key}={getattr(self, key)} must be >= 0")
+        _positive(self, "train", ("steps", "step_timeout_s"))
+        if self.max_restarts < 0:
+            raise ValueError(f"train.max_restarts={self.max_restarts} must be >= 0")
 
 
 @dataclass(kw_only=True)
-class ClusterSection:
+class ClusterConfig:
     num_workers: int = 2
     """Ranks, one Ray actor each."""
     address: str = ""
     """Existing Ray cluster ('auto' or host:port); empty = embedded local cluster on loopback."""
     memory_budget_bytes: int = 0
-    """Per-rank memory for model states + activations; 0 = auto (see AUTO_CAPACITY_FRACTION)."""
-    backend: str = "auto"
+    """Per-rank memory for model states + activations; 0 = auto (3/4 of max_seq_len tokens of activations)."""
+    backend: str = field(default="auto", metadata={"choices": ("auto", "gloo", "nccl")})
     """torch.distributed backend: auto (nccl with GPUs, else gloo), gloo or nccl."""
     gpus_per_worker: float = 0.0
     """GPUs each actor asks Ray for (0 on CPU)."""
@@ -109,9 +106,7 @@ class ClusterSection:
     """CPUs each actor asks Ray for."""
 
     def __post_init__(self) -> None:
-        _positive(self, "cluster", skip=("address", "memory_budget_bytes", "backend", "gpus_per_worker"))
-        if self.backend not in ("auto", "gloo", "nccl"):
-            raise ValueError(f"cluster.backend={self.backend!r} is not one of auto, gloo, nccl")
+        _positive(self, "cluster", ("num_workers", "cpus_per_worker"))
         if self.memory_budget_bytes < 0 or self.gpus_per_worker < 0:
             raise ValueError("cluster.memory_budget_bytes and cluster.gpus_per_worker must be >= 0")
         if self.backend == "nccl" and self.gpus_per_worker < 1:
@@ -122,17 +117,15 @@ class ClusterSection:
 
 
 @dataclass(kw_only=True)
-class PlannerSection:
-    strategy: str = "fast"
-    """Planner strategy: fast, flexsp, static, batch-ada or megatron-dcp."""
+class PlannerConfig:
+    strategy: str = field(default="fast", metadata={"choices": tuple(STRATEGIES)})
+    """Planner strategy (solver.strategies.STRATEGIES)."""
     deadline_s: float = 2.0
     """A plan not ready this long after the previous step ends falls back to `fast`."""
     cost_model: str = ""
     """CostModel JSON (from `hsp profile`); empty = the shipped cost-cpu-tiny.json."""
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"planner.strategy={self.strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
         if self.deadline_s <= 0:
             raise ValueError(f"planner.deadline_s={self.deadline_s} must be > 0")
 
@@ -146,127 +139,122 @@ class PlannerSection:
         return CostModel.load(path)
 
 
-@dataclass(kw_only=True)
-class MetricsSection:
-    port: int = 9400
-    """Prometheus /metrics port on the driver; 0 = off."""
-    host: str = "127.0.0.1"
-    """Address the metrics server binds (0.0.0.0 to expose it)."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"metrics.port={self.port} must be in 0..65535 (0 turns metrics off)")
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    cluster: ClusterSection = field(default_factory=ClusterSection)
-    planner: PlannerSection = field(default_factory=PlannerSection)
-    metrics: MetricsSection = field(default_factory=MetricsSection)
+class _Tree:
+    """A command's whole config."""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return to_dict(self)
 
 
-SECTION_TYPES = typing.get_type_hints(TrainConfig)
+@dataclass(kw_only=True)
+class TrainConfig(_Tree):
+    """`hsp train`."""
 
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
-# ---- loading --------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class RLRunConfig(_Tree):
+    """`hsp rl`: rl.model is the [model] section."""
 
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    metrics: MetricsConfig = field(default_factory=lambda: MetricsConfig(port=0))
+    run_dir: str = "runs/rl"
+    """Output directory (summary.json, reward_curve.png, sft.pt)."""
 
-def read_file(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            raise ValueError(f"config file {path}: TOML needs Python >= 3.11 here; write it as YAML instead") from None
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"config file {path}: invalid TOML: {err}") from None
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+@dataclass(kw_only=True)
+class ProfileRunConfig(_Tree):
+    """`hsp profile`: profile.model is the [model] section."""
 
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"config file {path}: invalid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {path}: the top level must be a mapping of sections")
-        return data
-    raise ValueError(f"config file {path}: unknown format {path.suffix!r}; use .toml, .yaml or .yml")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    out: str = ""
+    """Where to write the CostModel JSON (required to run)."""
+
+_TOKENIZER = "the tokenizer's vocabulary"
+TRAIN = Tree(
+    command="train",
+    root=TrainConfig,
+    derived={
+        "model.vocab_size": _TOKENIZER,
+        "model.init_seed": "train.seed",
+        "model.bidirectional": "causal for training",
+    },
+    aliases={
+        "--steps": "train.steps",
+        "--num-workers": "cluster.num_workers",
+        "--address": "cluster.address",
+        "--metrics-port": "metrics.port",
+        "--metrics-host": "metrics.host",
+        "--run-dir": "train.run_dir",
+        "--resume": "checkpoint.resume",
+        "--checkpoint-every": "checkpoint.every_steps",
+        "--data-dir": "data.data_dir",
+        "--seed": "train.seed",
+        "--strategy": "planner.strategy",
+    },
+)
+_RL_RANKS = "the RL ranks use gloo on CPU"
+RL = Tree(
+    command="rl",
+    root=RLRunConfig,
+    derived={
+        "model.vocab_size": "the task's vocabulary",
+        "model.max_seq_len": "the task's prompt + response length",
+        "model.init_seed": "rl.seed",
+        "model.bidirectional": "a diffusion LM attends both ways",
+        "cluster.num_workers": "rl.num_workers",
+        "cluster.memory_budget_bytes": "rl.act_budget_bytes bounds RL memory",
+        "cluster.backend": _RL_RANKS,
+        "cluster.gpus_per_worker": _RL_RANKS,
+    },
+    # every rl.* key keeps its short flag (--mc-samples, --num-workers, ...)
+    aliases={
+        **{"--" + name.replace("_", "-"): f"rl.{name}" for name in RLConfig.__dataclass_fields__ if name != "model"},
+        "--num-layers": "model.num_layers",
+        "--hidden-size": "model.hidden_size",
+        "--num-heads": "model.num_heads",
+        "--run-dir": "run_dir",
+        "--address": "cluster.address",
+        "--cpus-per-worker": "cluster.cpus_per_worker",
+        "--metrics-port": "metrics.port",
+        "--metrics-host": "metrics.host",
+    },
+)
+PROFILE = Tree(
+    command="profile",
+    root=ProfileRunConfig,
+    derived={"model.init_seed": "every rank builds the same model", "model.bidirectional": "causal, as in training"},
+    aliases={
+        "--out": "out",
+        "--num-ranks": "profile.num_ranks",
+        "--num-layers": "model.num_layers",
+        "--hidden-size": "model.hidden_size",
+        "--num-heads": "model.num_heads",
+        "--vocab-size": "model.vocab_size",
+        "--max-seq-len": "model.max_seq_len",
+        "--lengths": "profile.lengths",
+        "--repeats": "profile.num_repeats",
+        "--dtype": "profile.dtype",
+        "--backend": "profile.backend",
+        "--pin-cpus": "profile.pin_cpus",
+        "--name": "profile.name",
+    },
+)
 
 
 def build_config(data: dict, overrides: dict[str, object] | None = None) -> TrainConfig:
-    """TrainConfig from nested `data` ({section: {key: value}}) plus dotted `overrides`
-    ({"train.steps": 5}); unknown keys and wrong types raise ValueError."""
-    merged: dict[str, dict] = {}
-    for section, values in data.items():
-        if section not in SECTION_TYPES:
-            raise ValueError(f"unknown config section {section!r}; valid sections: {', '.join(SECTION_TYPES)}")
-        if not isinstance(values, dict):
-            raise ValueError(f"config section {section!r} must be a table of keys, got {values!r}")
-        merged[section] = dict(values)
-    for dotted, value in (overrides or {}).items():
-        section, key = dotted.split(".", 1)
-        merged.setdefault(section, {})[key] = value
-    sections = {}
-    for section, cls in SECTION_TYPES.items():
-        sections[section] = _build_section(section, cls, merged.get(section, {}))
-    return TrainConfig(**sections)
-
-
-def _build_section(section: str, cls: type, values: dict):
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        if key not in hints:
-            close = difflib.get_close_matches(key, list(hints), n=2, cutoff=0.6)
-            hint = f" (did you mean {', '.join(f'{section}.{k}' for k in close)}?)" if close else ""
-            raise ValueError(
-                f"unknown config key {section}.{key} = {value!r}{hint}; valid keys in [{section}]: {', '.join(hints)}"
-            )
-        values[key] = _check_type(f"{section}.{key}", value, hints[key])
-    return cls(**values)
-
-
-def _check_type(key: str, value, expected: type):
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[expected]
-    if not ok:
-        raise ValueError(
-            f"config key {key} = {value!r} has type {type(value).__name__}, expected {expected.__name__}; "
-            f"write e.g. {key.split('.')[1]} = {_example(expected)}"
-        )
-    return float(value) if expected is float else value
-
-
-def _example(expected: type) -> str:
-    return {bool: "true", int: "4", float: "0.5", str: '"text"'}[expected]
-
-
-def _positive(obj, section: str, skip: tuple[str, ...] = ()) -> None:
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if f.name in skip or isinstance(value, (str, bool)):
-            continue
-        if value <= 0:
-            raise ValueError(f"config key {section}.{f.name} = {value!r} must be > 0")
-
-
-def _divisor_near(n: int, target: int) -> int:
-    divisors = [d for d in range(1, n + 1) if n % d == 0]
-    return min(divisors, key=lambda d: (abs(d - target), -d))
+    """`hsp train`'s TrainConfig from nested `data` plus dotted `overrides`."""
+    return build(TRAIN, data, overrides)
 
 
 # ---- cross-section checks (before Ray starts) --------------------------------------------
@@ -321,4 +309,22 @@ def _warn_cost_mismatch(config: TrainConfig, cost: CostModel) -> None:
             f"heads={m.num_heads}; predictions will be off until the online rescale catches up "
             "(run `hsp profile` for this model and pass planner.cost_model)",
             stacklevel=2,
+        )
+
+
+def check_resume(config: TrainConfig, saved_step: int | None) -> None:
+    """--resume on a checkpoint at or past train.steps would train nothing: say so."""
+    steps = config.train.steps
+    if config.checkpoint.resume and saved_step is not None and saved_step >= steps:
+        raise ValueError(
+            f"the checkpoint in {config.train.run_dir} is at step {saved_step} >= --steps {steps}; "
+            f"pass --steps > {saved_step} to continue training"
+        )
+
+
+def check_profile_backend(config: ProfileRunConfig, cuda_available: bool) -> None:
+    if config.profile.backend == "nccl" and not cuda_available:
+        raise ValueError(
+            "profile.backend='nccl' needs CUDA GPUs but torch sees none on this machine; "
+            "pass --backend gloo (or auto) to profile on CPU"
         )

@@ -42,6 +42,18 @@ SERIES: tuple[Series, ...] = (
 )
 
 
+@dataclass(kw_only=True)
+class MetricsConfig:
+    port: int = 9400
+    """Prometheus /metrics port on the driver; 0 = off."""
+    host: str = "127.0.0.1"
+    """Address the metrics server binds (0.0.0.0 to expose it)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"metrics.port={self.port} is not a TCP port: use 1..65535, or 0 to turn metrics off")
+
+
 class Metrics:
     """The driver's metric objects, registered on their own registry."""
 
@@ -65,3 +77,17 @@ class Metrics:
     def serve(self, port: int, host: str = "127.0.0.1"):
         """Serve /metrics on host:port; returns (server, thread)."""
         return start_http_server(port, addr=host, registry=self.registry)
+
+    def serve_config(self, config: MetricsConfig):
+        """Serve as `config` says; returns the server (None when metrics are off). A port
+        that cannot be bound is a user error naming the fix."""
+        if config.port == 0:
+            return None
+        try:
+            server, _thread = self.serve(config.port, config.host)
+        except OSError as err:
+            raise ValueError(
+                f"cannot serve metrics on {config.host}:{config.port} ({err.strerror}); "
+                "pass another --metrics-port, or --metrics-port 0 to turn metrics off"
+            ) from None
+        return server

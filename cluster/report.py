@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cluster import plots
 from solver.plan import StepPlan
 
 
@@ -83,34 +84,11 @@ def write_run_dir(run_dir: str | Path, *, history: list[dict], summary: dict, fi
 
 
 def _plots(run_dir: Path, history: list[dict], first_plan: dict | None) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [h["loss"] for h in history])
-    ax.set(xlabel="step", ylabel="loss (next-token, nats)", title="training loss")
-    fig.tight_layout()
-    fig.savefig(run_dir / "loss.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [1e3 * h["measured_s"] for h in history], label="measured (slowest rank)")
-    ax.plot(steps, [1e3 * h["predicted_s"] for h in history], label="predicted (cost model)")
-    ax.plot(steps, [1e3 * h["calibrated_predicted_s"] for h in history], label="predicted x online rescale", ls="--")
-    ax.set(xlabel="step", ylabel="ms", title="step time: predicted vs measured")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(run_dir / "step_time.png", dpi=110)
-    plt.close(fig)
     out = [run_dir / "loss.png", run_dir / "step_time.png"]
+    plots.plot_training_loss(history, out[0])
+    plots.plot_step_times(history, out[1])
     if first_plan is not None:
-        from cluster.commands.plan import draw_gantt
-
+        out.append(run_dir / "plan_gantt.png")
         plan = StepPlan.from_dict(first_plan["plan"])
-        path = run_dir / "plan_gantt.png"
-        draw_gantt(plan, np.asarray(first_plan["lengths"]), str(path), title=f"step {first_plan['step']} plan")
-        out.append(path)
+        plots.plot_plan_gantt(plan, np.asarray(first_plan["lengths"]), out[-1], title=f"step {first_plan['step']} plan")
     return out

@@ -3,6 +3,7 @@ serve metrics, run the scheduler, write the run directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import warnings
@@ -10,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cluster.config import TrainConfig, cluster_spec
+from cluster import checkpoint
+from cluster.config import TrainConfig, check_resume, cluster_spec
 from cluster.metrics import Metrics
 
 log = logging.getLogger("hsp.train")
@@ -35,38 +37,34 @@ def prepare(config: TrainConfig) -> Prepared:
     key, the value and the fix."""
     from hsp.data import PAD, VOCAB_SIZE, DataCursor, DataSpec, open_dataset
     from hsp.engine.config import WorkerConfig
-    from hsp.model.gpt import GPTConfig
 
+    check_resume(config, checkpoint.saved_step(config.train.run_dir))
     cost = config.planner.load_cost()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spec = cluster_spec(config, cost)
-    m = config.model
-    model = GPTConfig(
-        vocab_size=VOCAB_SIZE,
-        num_layers=m.num_layers,
-        hidden_size=m.hidden_size,
-        num_heads=m.num_heads,
-        max_seq_len=m.max_seq_len,
-        init_seed=config.train.seed,
-    )
+    model = dataclasses.replace(config.model, vocab_size=VOCAB_SIZE, init_seed=config.train.seed)
     capacity = cost.token_capacity(spec)
+    opt, engine = config.optimizer, config.engine
     worker_config = WorkerConfig(
         model=model,
         spec=spec,
         cost_model=cost,
-        lr=config.train.lr,
-        weight_decay=config.train.weight_decay,
+        lr=opt.lr,
+        weight_decay=opt.weight_decay,
+        max_grad_norm=opt.clip_norm,
         seed=config.train.seed,
         backend=config.cluster.backend,
         act_budget_bytes=int(capacity * cost.act_bytes_per_token),
-        collective_timeout_s=config.train.collective_timeout_s,
+        collective_timeout_s=engine.collective_timeout_s,
+        dtype=engine.dtype,
         num_threads=max(1, int(config.cluster.cpus_per_worker)),
+        pin_cpus=engine.pin_cpus,
         pad_token_id=PAD,
     )
     d = config.data
     data_spec = DataSpec(
-        max_len=m.max_seq_len,
+        max_len=model.max_seq_len,
         data_dir=str(Path(d.data_dir).resolve()) if d.data_dir else "",
         seed=d.seed,
         num_docs=d.num_docs,
@@ -92,33 +90,19 @@ def scheduler_config(p: Prepared):
     from cluster.scheduler import SchedulerConfig
     from hsp.engine.sft import SupervisedSpec
 
-    t, c = p.config.train, p.config.cluster
+    t, c, ck = p.config.train, p.config.cluster, p.config.checkpoint
     group = GroupSpec(
         num_workers=c.num_workers,
         rank_spec=SupervisedSpec(worker=p.worker_config, data=p.data_spec),
         cpus_per_worker=c.cpus_per_worker,
         gpus_per_worker=c.gpus_per_worker,
-        setup_timeout_s=max(120.0, t.collective_timeout_s),
+        setup_timeout_s=max(120.0, p.config.engine.collective_timeout_s),
     )
     return SchedulerConfig(
-        num_steps=t.steps, checkpoint_every=t.checkpoint_every, run_dir=t.run_dir, resume=t.resume,
+        num_steps=t.steps, checkpoint_every=ck.every_steps, run_dir=t.run_dir, resume=ck.resume,
         max_restarts=t.max_restarts, step_timeout_s=t.step_timeout_s, group=group,
         strategy=p.config.planner.strategy, deadline_s=p.config.planner.deadline_s, cursor=p.cursor,
     )
-
-
-def start_metrics(config: TrainConfig) -> tuple[Metrics, object | None]:
-    metrics = Metrics()
-    if config.metrics.port == 0:
-        return metrics, None
-    try:
-        server, _thread = metrics.serve(config.metrics.port, config.metrics.host)
-    except OSError as err:
-        raise ValueError(
-            f"cannot serve metrics on {config.metrics.host}:{config.metrics.port} ({err.strerror}); "
-            "pass another --metrics-port, or --metrics-port 0 to turn metrics off"
-        ) from None
-    return metrics, server
 
 
 def run_training(
@@ -136,7 +120,8 @@ def run_training(
     prepared = prepare(config)
     for message in prepared.warnings:
         log.warning("%s", message)
-    metrics, server = start_metrics(config)
+    metrics = Metrics()
+    server = metrics.serve_config(config.metrics)
     if server is not None:
         print(f"hsp train: metrics on http://{config.metrics.host}:{config.metrics.port}/metrics", file=sys.stderr)
     session = None

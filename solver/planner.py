@@ -85,6 +85,11 @@ def _strategy(name: str):
     return STRATEGIES[name]
 
 
+def accepted_options(strategy: str) -> frozenset[str]:
+    """The option names `strategy` takes (plan() routes options by them)."""
+    return frozenset(_accepted(_strategy(strategy)))
+
+
 def _accepted(fn) -> set[str]:
     params = inspect.signature(fn).parameters.values()
     return {p.name for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY}

@@ -6,25 +6,15 @@ import argparse
 import json
 import sys
 
-from cluster.commands.plan import (
-    add_model_args,
-    add_strategy_args,
-    check_strategy,
-    load_cluster,
-    strategy_options,
-    warn_unused_flags,
-)
-from solver.plan import PlanError
-from solver.simulate import StrategyStats, format_table, simulate, workload_static_degree
-from solver.workloads import BatchSampler, get_workload, parse_length
+from cluster.commands.plan import add_model_args, add_strategy_args, cluster_from_args, planner_options, warn_unused
 
+HELP = "compare planning strategies on sampled batches (cost-model prediction)"
 DEFAULT_STRATEGIES = "static,batch-ada,megatron-dcp,flexsp,fast"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "simulate",
-        help="compare planning strategies on sampled batches (cost-model prediction)",
+        "simulate", help=HELP,
         description="Plan the same sampled global batches with several strategies and compare the "
         "cost model's predicted step times, solve times and gaps to the lower bound.",
     )
@@ -43,17 +33,23 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cluster.planning import check_strategy, route_options
+    from cluster.plots import plot_strategy_step_times
+    from solver.simulate import format_table, workload_static_degree
+    from solver.workloads import BatchSampler, get_workload, parse_length
+
     strategies = [check_strategy(s.strip()) for s in args.strategies.split(",") if s.strip()]
     if not strategies:
         raise ValueError("--strategies is empty: name at least one strategy")
-    warn_unused_flags(args, strategies)
+    given = planner_options(args)
+    warn_unused(args, given, strategies)
     if args.steps <= 0 or args.batch_size <= 0:
         raise ValueError(f"--steps and --batch-size must be positive, got {args.steps} and {args.batch_size}")
     max_len = parse_length(args.max_len or "192k")
     source = get_workload(args.workload)
-    spec, cost, label = load_cluster(args, max_len)
+    spec, cost, label = cluster_from_args(args, max_len)
     sampler = BatchSampler(source, args.batch_size, max_len, args.seed)
-    options = {s: strategy_options(args, s) for s in strategies}
+    options = route_options(given, strategies)
     if "static" in strategies:
         options["static"].setdefault("static_degree", workload_static_degree(source, max_len, spec, cost))
     stats = _run_with_progress(sampler, spec, cost, strategies, args, options)
@@ -69,13 +65,16 @@ def run(args: argparse.Namespace) -> int:
         print(header)
         print(format_table(stats))
     if args.plot:
-        draw_bars(stats, args.plot, title=f"{source.name}, {label}, N={spec.num_ranks}, max {max_len:,}")
+        plot_strategy_step_times(stats, args.plot, title=f"{source.name}, {label}, N={spec.num_ranks}, max {max_len:,}")
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
-def _run_with_progress(sampler, spec, cost, strategies, args, options) -> dict[str, StrategyStats]:
+def _run_with_progress(sampler, spec, cost, strategies, args, options):
     from tqdm import tqdm
+
+    from solver.plan import PlanError
+    from solver.simulate import simulate
 
     with tqdm(total=args.steps * len(strategies), file=sys.stderr, disable=args.no_progress,
               desc="planning", unit="plan", leave=False) as bar:
@@ -88,26 +87,3 @@ def _run_with_progress(sampler, spec, cost, strategies, args, options) -> dict[s
             return simulate(sampler, spec, cost, strategies, num_steps=args.steps, options=options, on_plan=on_plan)
         except PlanError as err:
             raise RuntimeError(f"a planner produced an invalid plan (a bug, please report it): {err}") from err
-
-
-def draw_bars(stats: dict[str, StrategyStats], path: str, title: str) -> None:
-    """Mean predicted step seconds per strategy, annotated with the speedup over static."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(stats)
-    means = [stats[s].mean_step_s for s in names]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bars = ax.bar(names, means, color=["#4c72b0" if s != "fast" else "#dd8452" for s in names])
-    for bar, s in zip(bars, names):
-        speedup = stats[s].speedup_vs_static
-        label = f"{stats[s].mean_step_s:.1f}s" + ("" if speedup is None else f"\n{speedup:.2f}x")
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), label, ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("mean predicted step seconds (cost model)")
-    ax.set_title(title, fontsize=9)
-    ax.set_ylim(0, max(means) * 1.2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -40,14 +40,21 @@ PROFILE_MEMORY_BYTES = 1 << 40
 """The profile's own ClusterSpec memory: large, so no measured length is rejected."""
 
 
+def default_lengths(max_seq_len: int) -> tuple[int, ...]:
+    """64, 128, 256, 512, 768, 1024, 1536, 2048, ... (powers of two and halfway points) up to max_seq_len."""
+    ladder = [64 * 2**k for k in range(20)] + [768 * 2**k for k in range(16)]
+    return tuple(sorted(n for n in ladder if n <= max_seq_len)) or (max_seq_len,)
+
+
 @dataclass(kw_only=True)
 class ProfileConfig:
     model: GPTConfig = field(default_factory=GPTConfig)
     """The model to profile (the one training will run)."""
     num_ranks: int = 4
     """Ranks (processes) to profile with; degrees 1, 2, 4, ... up to this that divide the heads."""
-    lengths: tuple[int, ...] = (64, 128, 256, 512, 768, 1024, 1536, 2048)
-    """Sequence lengths measured at every degree, one sequence per group."""
+    lengths: tuple[int, ...] = ()
+    """Sequence lengths measured at every degree, one sequence per group; empty = 64, 128,
+    256, 512, 768, 1024, 1536, 2048, ... up to model.max_seq_len."""
     packed_lengths: tuple[int, ...] = (16, 64, 256)
     """Lengths also measured as packed streams of many sequences per group (as in training)."""
     packed_tokens_per_rank: int = 1024
@@ -64,18 +71,28 @@ class ProfileConfig:
     """torch threads per rank, as in training."""
     pin_cpus: bool = False
     """Pin each rank to its slice of the CPUs (see WorkerConfig.pin_cpus); profile as you train."""
-    name: str = "profiled"
-    """Name written into the CostModel."""
+    name: str = ""
+    """Name written into the CostModel; empty = profiled-L<layers>-H<hidden>-A<heads>-N<ranks>."""
 
     def __post_init__(self) -> None:
         if self.num_ranks < 1:
             raise ValueError(f"num_ranks must be >= 1, got {self.num_ranks}")
+        m = self.model
+        self.lengths = self.lengths or default_lengths(m.max_seq_len)
+        self.name = self.name or f"profiled-L{m.num_layers}-H{m.hidden_size}-A{m.num_heads}-N{self.num_ranks}"
+        untiled = [d for d in self.degrees if self.num_ranks % d]
+        if untiled:
+            fits = [n for n in (1, 2, 4, 8, 16) if n <= max(2, self.num_ranks)]
+            raise ValueError(
+                f"num_ranks={self.num_ranks} cannot be tiled by groups of degree {untiled[0]} (usable degrees with "
+                f"num_heads={m.num_heads}: {self.degrees}); use a power of two such as {fits[-1]}"
+            )
         if not self.lengths or min(self.lengths) < 2:
             raise ValueError(f"lengths must be non-empty and >= 2, got {self.lengths}")
         if max(self.lengths) > self.model.max_seq_len:
             raise ValueError(
                 f"longest profiled length {max(self.lengths)} > model max_seq_len={self.model.max_seq_len}; "
-                f"raise --max-seq-len or drop the long lengths"
+                f"raise --model.max_seq_len or drop the long lengths"
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")

@@ -43,8 +43,8 @@ class GPTConfig:
     """Attention heads; a Ulysses group of degree d needs d | num_heads."""
     mlp_ratio: int = 4
     """MLP hidden width = mlp_ratio * hidden_size."""
-    max_seq_len: int = 4096
-    """Longest sequence (size of the learned position table)."""
+    max_seq_len: int = 1024
+    """Longest sequence in tokens (size of the learned position table; longer documents are cut)."""
     bidirectional: bool = False
     """Attend to the whole sequence instead of causally (masked-diffusion LM)."""
     dropout: float = 0.0

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from hsp.model.gpt import GPTConfig
 from hsp.rl.names import ALGOS, ELBO_FORMS, TASK_NAMES
+
+
+_SAMPLER_DEFAULTS = {"sample_steps": "half the response length", "block_length": "the whole response"}
 
 
 @dataclass(kw_only=True)
 class RLConfig:
-    task: str = "sudoku4"
+    task: str = field(default="sudoku4", metadata={"choices": TASK_NAMES})
     """Task name: sudoku4 or addition."""
-    algo: str = "bgpo"
+    algo: str = field(default="bgpo", metadata={"choices": ALGOS})
     """Policy objective: bgpo, full-elbo (VRPO-OL-style ELBO ratio) or diffu-grpo."""
-    mc_samples: int = 16
-    """n_t: Monte Carlo ELBO samples per response (must be 1 for diffu-grpo)."""
+    mc_samples: int | None = None
+    """n_t: Monte Carlo ELBO samples per response; unset = 16, or 1 for diffu-grpo (which needs 1)."""
     group_size: int = 8
     """G: responses sampled per prompt (advantages are relative within a group)."""
     prompts_per_step: int = 4
@@ -45,7 +49,7 @@ class RLConfig:
     """Sampler block length; None = the whole response is one block."""
     temperature: float = 1.0
     """Rollout sampling temperature (evaluation is greedy)."""
-    elbo_form: str = "discrete"
+    elbo_form: str = field(default="discrete", metadata={"choices": ELBO_FORMS})
     """ELBO estimator: discrete (mask exactly l of L, weight L/l) or continuous (t ~ U, 1/t)."""
     min_t: float = 1e-3
     """Lower end of t for the continuous form and for SFT masking."""
@@ -53,12 +57,9 @@ class RLConfig:
     """PPO clip range of diffu-grpo's token ratios."""
     act_budget_bytes: int = 64 * 2**20
     """Saved-for-backward bytes a chunk of units may hold (see hsp.accumulate)."""
-    num_layers: int = 2
-    """Transformer blocks of the diffusion LM."""
-    hidden_size: int = 64
-    """Model width."""
-    num_heads: int = 4
-    """Attention heads."""
+    model: GPTConfig = field(default_factory=GPTConfig)
+    """Shape of the diffusion LM; vocab_size, max_seq_len, bidirectional and init_seed are
+    set from the task and `seed` (see hsp.rl.trainer.build_model)."""
     seed: int = 0
     """Seed of the data split, init, SFT and RL randomness."""
     eval_every: int = 10
@@ -71,6 +72,8 @@ class RLConfig:
     update on all of them."""
 
     def __post_init__(self) -> None:
+        if self.mc_samples is None:
+            self.mc_samples = 1 if self.algo == "diffu-grpo" else 16
         if self.task not in TASK_NAMES:
             raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
         if self.algo not in ALGOS:
@@ -90,6 +93,22 @@ class RLConfig:
         for name in ("steps", "sft_steps", "eval_every", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self._check_sampler_and_ranges()
+
+    def _check_sampler_and_ranges(self) -> None:
+        for name in ("sample_steps", "block_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value} must be >= 1, or left unset for the default ({_SAMPLER_DEFAULTS[name]})")
+        if not 0 < self.min_t < 1:
+            raise ValueError(f"min_t={self.min_t} must be in (0, 1): it is the smallest masking fraction t; e.g. --min-t 0.001")
+        if not self.clip_eps > 0:
+            raise ValueError(f"clip_eps={self.clip_eps} must be > 0: the PPO ratio is clipped to [1 - eps, 1 + eps]; e.g. --clip-eps 0.2")
+        for name in ("lr", "sft_lr", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy rollouts)")
 
     def to_dict(self) -> dict:
         return asdict(self)

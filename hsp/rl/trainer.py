@@ -5,7 +5,8 @@ ranks of the one rank runtime (hsp.engine.rank.Rank hosting hsp.rl.step.RLProgra
 rank in this process by default, or with num_workers > 1 data-parallel ranks that
 cluster/launch.py hosts on Ray. The run directory gets `summary.json` (config, test
 accuracy before and after RL, per-step history, timings, measured memory), `sft.pt`
-(the SFT weights, reusable with --sft-checkpoint), and `reward_curve.png`.
+(the SFT weights, reusable with --sft-checkpoint); `hsp rl` (cluster/rl_runner.py) draws
+`reward_curve.png` from the history.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from tqdm import tqdm
 
 from hsp.engine.rank import Rank, free_rendezvous
 from hsp.rl.config import RLConfig
-from hsp.rl.plot import plot_rewards
 from hsp.rl.rollout import evaluate
 from hsp.rl.step import RLRankSpec, measure_sample_bytes
 from hsp.rl.warmup import build_model, load_sft, run_sft, task_splits
@@ -121,5 +121,4 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
         "history": history,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_rewards(history, run_dir / "reward_curve.png", title=f"{cfg.task} {cfg.algo} n_t={cfg.mc_samples} seed={cfg.seed}")
     return summary

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
-from hsp.model.gpt import GPTConfig
 from hsp.rl.config import RLConfig
 from hsp.rl.diffusion import DiffusionLM, sft_loss
 from hsp.rl.tasks import MASK, VOCAB_SIZE, Task, TaskBatch, drop_overlap, get_task
@@ -23,11 +23,9 @@ def task_splits(cfg: RLConfig) -> tuple[Task, TaskBatch, TaskBatch]:
 
 def build_model(cfg: RLConfig, task: Task) -> DiffusionLM:
     """The run's diffusion LM (its backbone comes from hsp.engine.rank.build_model)."""
-    gpt = GPTConfig(
+    gpt = dataclasses.replace(
+        cfg.model,
         vocab_size=VOCAB_SIZE,
-        num_layers=cfg.num_layers,
-        hidden_size=cfg.hidden_size,
-        num_heads=cfg.num_heads,
         max_seq_len=task.prompt_len + task.response_len,
         bidirectional=True,
         init_seed=cfg.seed,
@@ -56,6 +54,6 @@ def load_sft(model: DiffusionLM, cfg: RLConfig) -> None:
     try:
         model.load_state_dict(torch.load(cfg.sft_checkpoint, weights_only=True))
     except RuntimeError as err:
-        raise ValueError(f"{cfg.sft_checkpoint} does not fit this model (num_layers={cfg.num_layers}, hidden_size={cfg.hidden_size}, "
-                         f"num_heads={cfg.num_heads}, task={cfg.task}); pass the settings of the run that wrote it "
+        raise ValueError(f"{cfg.sft_checkpoint} does not fit this model (num_layers={cfg.model.num_layers}, hidden_size={cfg.model.hidden_size}, "
+                         f"num_heads={cfg.model.num_heads}, task={cfg.task}); pass the settings of the run that wrote it "
                          f"(first mismatch: {str(err).splitlines()[-1].strip()})") from err

@@ -22,7 +22,7 @@ def tiny_config(run_dir, **overrides):
 
     values = {
         "train.steps": 6,
-        "train.checkpoint_every": 3,
+        "checkpoint.every_steps": 3,
         "train.run_dir": str(run_dir),
         "data.num_seqs_per_step": 16,
         "metrics.port": 0,

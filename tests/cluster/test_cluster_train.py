@@ -99,7 +99,7 @@ def test_cluster_resume_equals_uninterrupted(reference_run, tmp_path):
     ref_dir, _, _ = reference_run
     first = run_training(tiny_config(tmp_path, **{"train.steps": 3}), progress=False)
     assert first["last_step"] == 3
-    resumed = run_training(tiny_config(tmp_path, **{"train.resume": True}), progress=False)
+    resumed = run_training(tiny_config(tmp_path, **{"checkpoint.resume": True}), progress=False)
     assert resumed["last_step"] == 6 and resumed["steps"] == 6
     assert _losses(tmp_path) == _losses(ref_dir)  # exact: same plans, same RNG, same data
 

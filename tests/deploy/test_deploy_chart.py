@@ -178,12 +178,12 @@ def test_deploy_chart_run_config_loads_with_hsp_train_loader(rendered, tmp_path)
 
 
 def test_deploy_chart_config_map_carries_the_run_config():
-    objects = render({"train": {"config": {"model": {"num_layers": 4}, "train": {"lr": 0.001}}}})
+    objects = render({"train": {"config": {"model": {"num_layers": 4}, "optimizer": {"lr": 0.001}}}})
     (cm,) = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-config")]
     config = yaml.safe_load(cm["data"]["config.yaml"])
     # Helm merges user values into the defaults key by key.
     assert config["model"]["num_layers"] == 4 and config["model"]["hidden_size"] == 64
-    assert config["train"]["lr"] == 0.001
+    assert config["optimizer"]["lr"] == 0.001
     (job,) = by_kind(objects, "RayJob")
     for template in pod_templates(job):
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
