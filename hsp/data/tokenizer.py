@@ -75,6 +75,7 @@ class Tokenizer(ABC):
         return self.frame(self.encode(text))
 
     def frame(self, body: np.ndarray) -> np.ndarray:
+        """(n,) ids -> int64 [BOS] + ids + [EOS] (without the specials this tokenizer lacks)."""
         parts = [np.array([i], dtype=np.int64) for i in (self.bos_id,) if i is not None]
         parts.append(body.astype(np.int64, copy=False))
         parts += [np.array([i], dtype=np.int64) for i in (self.eos_id,) if i is not None]

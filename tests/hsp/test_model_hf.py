@@ -2,6 +2,7 @@
 streams (float64), import -> export is bit-exact, and unsupported configs are refused."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -135,14 +136,8 @@ def test_model_unsupported_config_fields_are_errors_naming_the_field(tmp_path, f
     path = build_hf(tmp_path / "hf", family)
     file = path / "config.json"
     file.write_text(json.dumps({**json.loads(file.read_text()), **edit}))
-    with pytest.raises(ValueError, match=f"config.json field {_escape(message)}"):
+    with pytest.raises(ValueError, match=f"config.json field {re.escape(message)}"):
         load_hf(path)
-
-
-def _escape(text: str) -> str:
-    import re
-
-    return re.escape(text)
 
 
 def test_model_checkpoint_that_does_not_match_its_config_is_an_error(tmp_path):
