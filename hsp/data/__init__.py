@@ -1,12 +1,15 @@
-"""Training data for hsp: a byte-level tokenizer and datasets addressed by index.
+"""Training data for hsp: tokenizers, prepared (memory-mapped) token files, datasets
+addressed by index.
 
 The driver only needs lengths; each worker rebuilds the same dataset from its
 `DataSpec` and materialises the tokens of the indices it is given.
 """
 
-from hsp.data.corpus import DataSpec, Dataset, SyntheticCorpus, TextFolderCorpus, open_dataset
+from hsp.data.corpus import DataSpec, Dataset, SyntheticCorpus, open_dataset
 from hsp.data.cursor import DataCursor
-from hsp.data.tokenizer import BOS, EOS, MASK, PAD, VOCAB_SIZE, decode, encode
+from hsp.data.prepare import prepare
+from hsp.data.prepared import Manifest, PreparedDataset
+from hsp.data.tokenizer import BOS, EOS, MASK, PAD, VOCAB_SIZE, ByteTokenizer, Tokenizer, decode, encode, load_tokenizer
 
 __all__ = [
     "BOS",
@@ -14,12 +17,17 @@ __all__ = [
     "MASK",
     "PAD",
     "VOCAB_SIZE",
+    "ByteTokenizer",
     "DataCursor",
     "DataSpec",
     "Dataset",
+    "Manifest",
+    "PreparedDataset",
     "SyntheticCorpus",
-    "TextFolderCorpus",
+    "Tokenizer",
     "decode",
     "encode",
+    "load_tokenizer",
     "open_dataset",
+    "prepare",
 ]

@@ -1,21 +1,35 @@
 """Datasets addressed by index: `lengths[i]` on the driver, `tokens(i)` on the workers.
 
 Both sides build the same dataset from the same `DataSpec`, so the driver ships only
-indices and every worker materialises its own tokens, deterministically.
+indices and every worker materialises its own tokens, deterministically. Three kinds:
+
+- prepared data (`prepared_dir`, written by `hsp.data.prepare`), memory-mapped;
+- a folder of raw .txt/.jsonl/.parquet (`data_dir`): prepared once into a cache folder
+  by the same `prepare` (so the same checks apply), then read like prepared data;
+- the synthetic corpus (neither), generated from a seed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from hsp.data.tokenizer import BOS, EOS, encode
+from hsp.data.prepare import DEFAULT_MAX_UNDECODABLE_FRACTION, prepare
+from hsp.data.prepared import FORMAT_VERSION, MANIFEST_FILE, PreparedDataset
+from hsp.data.sources import list_inputs
+from hsp.data.tokenizer import BOS, Tokenizer, load_tokenizer
 
-TEXT_SUFFIXES = (".txt", ".jsonl")
+CACHE_ENV = "HSP_DATA_CACHE"
+"""Environment variable naming the default cache folder of prepared raw-text folders."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +39,20 @@ class DataSpec:
     max_len: int
     """Longest sequence in tokens (the model's max_seq_len); longer documents are cut."""
     data_dir: str = ""
-    """Folder of .txt / .jsonl files; empty means the synthetic corpus."""
+    """Folder of raw .txt / .jsonl / .parquet files, prepared into `cache_dir` on first use."""
+    prepared_dir: str = ""
+    """Folder written by `hsp.data.prepare` (memory-mapped). Neither this nor data_dir:
+    the synthetic corpus."""
+    tokenizer: str = ""
+    """Tokenizer spec ('byte', a tokenizer.json or its folder). For data_dir: the one to
+    prepare with ('' = byte). For prepared_dir: checked against the data's fingerprint
+    ('' = take the data's own)."""
+    text_field: str = "text"
+    """Field of a .jsonl object / column of a .parquet file holding the text (data_dir)."""
+    cache_dir: str = ""
+    """Where data_dir is prepared; '' = $HSP_DATA_CACHE or <temp dir>/hsp-data-cache."""
+    max_undecodable_fraction: float = DEFAULT_MAX_UNDECODABLE_FRACTION
+    """Largest fraction of data_dir's documents that may hold bytes that are not UTF-8."""
     seed: int = 0
     """Seed of the synthetic corpus (lengths and text)."""
     num_docs: int = 100_000
@@ -39,10 +66,18 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.max_len < 2:
             raise ValueError(f"max_len={self.max_len} leaves nothing to predict; use max_len >= 2")
-        if self.min_len < 2 or self.min_len > self.max_len:
+        synthetic = not (self.data_dir or self.prepared_dir)
+        if synthetic and (self.min_len < 2 or self.min_len > self.max_len):
             raise ValueError(f"min_len={self.min_len} must be in 2..max_len={self.max_len}")
         if self.num_docs < 1 or self.reference_len < 1:
             raise ValueError(f"num_docs={self.num_docs} and reference_len={self.reference_len} must be >= 1")
+        if self.data_dir and self.prepared_dir:
+            raise ValueError(
+                f"data_dir={self.data_dir!r} and prepared_dir={self.prepared_dir!r} are both set; "
+                "pass raw text (data_dir) or prepared data (prepared_dir), not both"
+            )
+        if not (math.isfinite(self.max_undecodable_fraction) and 0.0 <= self.max_undecodable_fraction <= 1.0):
+            raise ValueError(f"max_undecodable_fraction must be in [0, 1], got {self.max_undecodable_fraction}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,9 +97,49 @@ class Dataset(Protocol):
 
 
 def open_dataset(spec: DataSpec) -> Dataset:
+    if spec.prepared_dir:
+        tokenizer = load_tokenizer(spec.tokenizer) if spec.tokenizer else None
+        return PreparedDataset(spec.prepared_dir, max_len=spec.max_len, tokenizer=tokenizer)
     if spec.data_dir:
-        return TextFolderCorpus(spec.data_dir, max_len=spec.max_len)
+        tokenizer = load_tokenizer(spec.tokenizer)
+        folder = prepared_text_folder(spec, tokenizer)
+        source = str(Path(spec.data_dir).resolve())
+        return PreparedDataset(folder, max_len=spec.max_len, tokenizer=tokenizer, kind="text", source=source)
     return SyntheticCorpus(spec)
+
+
+def prepared_text_folder(spec: DataSpec, tokenizer: Tokenizer) -> Path:
+    """The cache folder holding spec.data_dir prepared with `tokenizer`, preparing it if missing.
+
+    The folder's name hashes everything the result depends on (every file's path, size
+    and mtime, the tokenizer's fingerprint, the text field, the threshold), so an edited
+    corpus is prepared again. Processes that race (the driver and the workers of one
+    node) each prepare into a private folder and rename it into place; the first wins."""
+    data_dir = Path(spec.data_dir)
+    if not data_dir.is_dir():
+        raise ValueError(f"data_dir {str(data_dir)!r} is not a folder; pass a folder of .txt/.jsonl/.parquet files")
+    files = list_inputs([data_dir])
+    key = json.dumps({
+        "version": FORMAT_VERSION,
+        "tokenizer": tokenizer.fingerprint,
+        "text_field": spec.text_field,
+        "max_undecodable_fraction": spec.max_undecodable_fraction,
+        "files": [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+    })
+    root = Path(spec.cache_dir or os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "hsp-data-cache")
+    target = root / f"{data_dir.resolve().name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    if (target / MANIFEST_FILE).is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    private = root / f".{target.name}.{os.getpid()}"
+    shutil.rmtree(private, ignore_errors=True)
+    prepare([data_dir], private, tokenizer, text_field=spec.text_field,
+            max_undecodable_fraction=spec.max_undecodable_fraction)
+    try:
+        private.rename(target)
+    except OSError:  # another process renamed its copy first
+        shutil.rmtree(private, ignore_errors=True)
+    return target
 
 
 # ---- synthetic ----------------------------------------------------------------------
@@ -124,69 +199,5 @@ class SyntheticCorpus:
         return np.concatenate([np.array([BOS], dtype=np.int64), body])
 
     def fingerprint(self) -> dict:
-        return {"kind": "synthetic", **self.spec.to_dict(), "total_tokens": int(self.lengths.sum())}
-
-
-# ---- user text ----------------------------------------------------------------------
-
-
-class TextFolderCorpus:
-    """Every .txt file (one document) and .jsonl line (one document, field "text")
-    under a folder, byte-tokenised as BOS + bytes + EOS and cut into samples of at
-    most `max_len` tokens (a final piece shorter than 2 tokens is dropped)."""
-
-    def __init__(self, path: str | Path, *, max_len: int):
-        self.path = Path(path)
-        files = sorted(p for p in self.path.rglob("*") if p.suffix in TEXT_SUFFIXES and p.is_file())
-        if not self.path.is_dir():
-            raise ValueError(f"data_dir {str(self.path)!r} is not a folder; pass a folder of .txt/.jsonl files")
-        if not files:
-            raise ValueError(
-                f"data_dir {str(self.path)!r} has no .txt or .jsonl files; add some or drop --data-dir "
-                "to train on the synthetic corpus"
-            )
-        docs = [encode(text) for file in files for text in _documents(file)]
-        self._stream = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int64)
-        starts, lengths, offset = [], [], 0
-        for doc in docs:
-            for cut in range(0, len(doc), max_len):
-                piece = min(max_len, len(doc) - cut)
-                if piece >= 2:
-                    starts.append(offset + cut)
-                    lengths.append(piece)
-            offset += len(doc)
-        if not lengths:
-            raise ValueError(f"data_dir {str(self.path)!r} holds no text (all files empty)")
-        self._starts = np.asarray(starts, dtype=np.int64)
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self._num_files = len(files)
-
-    def tokens(self, index: int) -> np.ndarray:
-        start = int(self._starts[index])
-        return self._stream[start : start + int(self.lengths[index])].copy()
-
-    def fingerprint(self) -> dict:
-        return {
-            "kind": "text",
-            "data_dir": str(self.path.resolve()),
-            "num_files": self._num_files,
-            "num_samples": len(self.lengths),
-            "total_tokens": int(self.lengths.sum()),
-        }
-
-
-def _documents(file: Path):
-    if file.suffix == ".txt":
-        yield file.read_text(encoding="utf-8", errors="replace")
-        return
-    for lineno, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{file}:{lineno}: not valid JSON ({err}); each line must be one JSON object") from None
-        text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
-        if not isinstance(text, str):
-            raise ValueError(f'{file}:{lineno}: expected a string or an object with a "text" string field')
-        yield text
+        keys = ("max_len", "data_dir", "seed", "num_docs", "reference_len", "min_len")
+        return {"kind": "synthetic", **{k: getattr(self.spec, k) for k in keys}, "total_tokens": int(self.lengths.sum())}

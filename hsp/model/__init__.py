@@ -1,5 +1,15 @@
-"""GPT decoder over packed variable-length streams (see `hsp.model.gpt`)."""
+"""hsp's model family: a Llama-style decoder over packed variable-length streams.
 
-from hsp.model.gpt import GPT, AttentionOp, GPTConfig, local_attention
+- `config.ModelConfig`: the one flat config (the `model` section of a run).
+- `decoder.Decoder`: the model; `layers`: RMSNorm, RoPE, GQA attention, SwiGLU.
+- `varlen`: the packed-stream contract (`AttentionOp`, `local_attention`, `pack_positions`).
+- `hf`: Hugging Face Llama/Qwen2 checkpoints in and out.
+- `gpt`: the learned-position GPT that `Decoder` replaces (kept until its callers switch).
+"""
 
-__all__ = ["GPT", "GPTConfig", "AttentionOp", "local_attention"]
+from hsp.model.config import ModelConfig
+from hsp.model.decoder import Decoder
+from hsp.model.gpt import GPT, GPTConfig
+from hsp.model.varlen import AttentionOp, local_attention, pack_positions
+
+__all__ = ["GPT", "AttentionOp", "Decoder", "GPTConfig", "ModelConfig", "local_attention", "pack_positions"]

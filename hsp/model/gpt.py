@@ -18,17 +18,23 @@ API (the contract other parts of hsp build on):
 Attention never crosses a sequence boundary: causal inside a sequence, or
 bidirectional when ``config.bidirectional`` (the diffusion LM of the RL part).
 Pre-norm blocks, learned position embeddings, tied input/output embeddings.
+
+Superseded by `hsp.model.decoder.Decoder` (Llama-style, RoPE); kept until the engine,
+profiler and RL switch to it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hsp.model.varlen import AttentionOp, local_attention, pack_positions, varlen_attention
+
+__all__ = ["GPT", "GPTConfig", "AttentionOp", "local_attention", "pack_positions", "varlen_attention"]
 
 
 @dataclass(kw_only=True)
@@ -67,68 +73,6 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
-
-
-class AttentionOp(Protocol):
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, causal: bool) -> torch.Tensor:
-        """q, k, v: (T_local, H, hd) -> (T_local, H, hd)."""
-        ...
-
-
-BUCKET_MAX_LEN = 256
-"""Sequences up to this long are batched with others of similar length (padded to a
-power of two, padding masked out); longer ones run one SDPA call each."""
-
-
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Attention inside each [cu[i], cu[i+1]) segment only. q, k, v: (T, H, hd) -> (T, H, hd).
-
-    Tokens are moved with one gather per bucket and one final gather (not one slice per
-    sequence, whose backward would allocate a full-stream gradient per sequence)."""
-    bounds = cu_seqlens.tolist()
-    if bounds[-1] != q.shape[0]:
-        raise ValueError(f"cu_seqlens ends at {bounds[-1]} but the stream has {q.shape[0]} tokens")
-    spans = [(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    buckets: dict[int, list[tuple[int, int]]] = {}
-    for start, n in spans:
-        key = 1 << (n - 1).bit_length() if n <= BUCKET_MAX_LEN else -start  # long: a bucket of its own
-        buckets.setdefault(key, []).append((start, n))
-    pieces, order = [], []
-    for members in buckets.values():
-        pieces.append(_bucket_attention(q, k, v, members, causal))
-        order += [torch.arange(start, start + n) for start, n in members]
-    out = torch.cat(pieces)  # rows in bucket order
-    inverse = torch.empty(q.shape[0], dtype=torch.long)
-    inverse[torch.cat(order)] = torch.arange(q.shape[0])
-    return out.index_select(0, inverse.to(out.device))  # back to stream order
-
-
-def _bucket_attention(q, k, v, members: list[tuple[int, int]], causal: bool) -> torch.Tensor:
-    """Sequences `members` [(start, length)] as one padded SDPA batch; returns their rows concatenated."""
-    if len(members) == 1:  # no padding: the unmasked (flash) path
-        start, n = members[0]
-        qs, ks, vs = (x.narrow(0, start, n).transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, H, s, hd)
-        return F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal).squeeze(0).transpose(0, 1)
-    width = max(n for _, n in members)
-    steps = torch.arange(width)
-    starts = torch.tensor([start for start, _ in members])
-    lengths = torch.tensor([n for _, n in members])
-    valid = steps[None, :] < lengths[:, None]  # (B, M)
-    index = torch.where(valid, starts[:, None] + steps[None, :], starts[:, None]).to(q.device)  # pads read a real row
-    batch, heads, hd = len(members), q.shape[1], q.shape[2]
-    # (T, H, hd) -> (B*M, H, hd) -> (B, M, H, hd) -> (B, H, M, hd)
-    qb, kb, vb = (x.index_select(0, index.reshape(-1)).view(batch, width, heads, hd).transpose(1, 2) for x in (q, k, v))
-    mask = valid[:, None, None, :].expand(batch, 1, width, width)  # padded keys never attended
-    if causal:
-        mask = mask & torch.ones(width, width, dtype=torch.bool).tril()
-    o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.to(q.device))  # (B, H, M, hd)
-    rows = valid.reshape(-1).nonzero().squeeze(1).to(q.device)
-    return o.transpose(1, 2).reshape(batch * width, heads, hd).index_select(0, rows)  # (sum of lengths, H, hd)
-
-
-def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Degree-1 attention: the whole stream is on this rank, no communication."""
-    return varlen_attention(q, k, v, cu_seqlens, causal)
 
 
 class Block(nn.Module):
@@ -196,10 +140,3 @@ class GPT(nn.Module):
             x = block(x, cu_seqlens, attention)
         return F.linear(self.ln_f(x), self.wte.weight)  # (T, vocab), tied embeddings
 
-
-def pack_positions(lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(position_ids (T,), cu_seqlens (S+1,) int32) for sequences of `lengths` packed back to back."""
-    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0).to(torch.int32)
-    pos = torch.cat([torch.arange(n) for n in lengths]) if lengths else torch.zeros(0, dtype=torch.long)
-    return pos, cu

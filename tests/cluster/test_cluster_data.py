@@ -7,7 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from hsp.data import BOS, EOS, MASK, PAD, VOCAB_SIZE, DataCursor, DataSpec, SyntheticCorpus, TextFolderCorpus, decode, encode
+from hsp.data import BOS, EOS, MASK, PAD, VOCAB_SIZE, DataCursor, DataSpec, SyntheticCorpus, decode, encode, open_dataset
+
+
+def _text_folder(path, cache, max_len):
+    return open_dataset(DataSpec(max_len=max_len, data_dir=str(path), cache_dir=str(cache)))
 
 
 def test_cluster_tokenizer_round_trips_any_text():
@@ -36,26 +40,32 @@ def test_cluster_synthetic_corpus_is_deterministic_and_wikipedia_shaped():
 
 
 def test_cluster_text_folder_cuts_documents_at_max_len(tmp_path):
+    cache = tmp_path / "cache"
+    tmp_path = tmp_path / "data"
+    tmp_path.mkdir()
     (tmp_path / "a.txt").write_text("x" * 25)
     sub = tmp_path / "sub"
     sub.mkdir()
     lines = [json.dumps({"text": "hello"}), "", json.dumps("plain string")]
     (sub / "b.jsonl").write_text("\n".join(lines))
     (tmp_path / "ignored.md").write_text("not read")
-    corpus = TextFolderCorpus(tmp_path, max_len=10)
+    corpus = _text_folder(tmp_path, cache, max_len=10)
     # a.txt: 27 tokens -> 10 + 10 + 7; "hello": 7; "plain string": 14 -> 10 + 4
     assert corpus.lengths.tolist() == [10, 10, 7, 7, 10, 4]
     assert decode(np.concatenate([corpus.tokens(i) for i in range(3)])) == "x" * 25
     assert decode(corpus.tokens(3)) == "hello"
-    assert corpus.fingerprint()["num_files"] == 2
+    fingerprint = corpus.fingerprint()
+    assert (fingerprint["kind"], fingerprint["data"], fingerprint["num_samples"]) == ("text", str(tmp_path), 6)
 
 
 def test_cluster_text_folder_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match="no .txt or .jsonl files"):
-        TextFolderCorpus(tmp_path, max_len=10)
+    cache, tmp_path = tmp_path / "cache", tmp_path / "data"
+    tmp_path.mkdir()
+    with pytest.raises(ValueError, match="holds no .txt, .jsonl or .parquet files"):
+        _text_folder(tmp_path, cache, max_len=10)
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"txt": 1}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: expected a string or an object with a \"text\""):
-        TextFolderCorpus(tmp_path, max_len=10)
+        _text_folder(tmp_path, cache, max_len=10)
 
 
 def test_cluster_cursor_visits_every_sample_once_per_epoch():
