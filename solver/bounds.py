@@ -12,12 +12,14 @@ u_i = min_d t(s_i, d) its shortest time.
 2. Fluid: sequence i runs within its micro-batch's tau <= T', so it costs at least
    r_i(T') rank-seconds, and micro-batch m offers N tau_m rank-seconds (every busy group
    of degree d is busy for at most tau_m), so R(T') <= N T'.
-3. Critical micro-batch: take a sequence c (one with a large u_c) and its micro-batch m*.
-   tau_m* >= u_c, and the other sequences in m* hold at most N C - s_c tokens, so they
-   bring at most K(T') rank-seconds, the most sum_j r_j(T') of sequences j != c within
-   that many tokens (a fractional knapsack, which bounds the integral one). The ranks
-   of m* idle for at least N u_c - r_c(T') - K(T') rank-seconds that no work fills, so
-   N T' >= R(T') + max(0, N u_c - r_c(T') - K(T')).
+3. Critical micro-batch: take a sequence c (one with a large u_c), its degree d and its
+   micro-batch m*. tau_m* >= t(s_c, d), and the other sequences in m* hold at most
+   N C - s_c tokens, so they bring at most K(T') rank-seconds, the most sum_j r_j(T') of
+   sequences j != c within that many tokens (a fractional knapsack, which bounds the
+   integral one). m* offers N tau_m* rank-seconds of which c and its filler use at most
+   d t(s_c, d) + K(T'), and the rest of the work runs in the other micro-batches, so
+   N T' >= R(T') - r_c(T') + max(N t(s_c, d) - K(T'), d t(s_c, d))
+   for the degree d that c runs on: for the best one among those finishing it within T'.
 Both right-hand sides fall as T' grows (more degrees are allowed), so the least T' that
 meets them is found by bisection; T >= M_min b1 + that T'. The old closed forms (the
 same with r_i(inf), i.e. no degree forced by the budget) are kept in the max: every term
@@ -64,7 +66,10 @@ def busy_lower_bound(prob: Problem) -> float:
         need = total
         for c in criticals:
             filler = _most_work(work, prob.lengths, int(c), room - int(prob.lengths[c]))
-            need = max(need, total + max(0.0, n_ranks * float(shortest[c]) - float(work[c]) - filler))
+            t_c = prob.times[c][np.isfinite(prob.rank_s[c]) & (prob.times[c] <= x)]  # its degrees within x
+            d_c = prob.deg[np.isfinite(prob.rank_s[c]) & (prob.times[c] <= x)]
+            busy_c = np.maximum(n_ranks * t_c - filler, d_c * t_c).min()  # best degree for c
+            need = max(need, total - float(work[c]) + float(busy_c))
         return need <= n_ranks * x * (1 + 1e-12)
 
     lo = max(float(shortest.max()), float(prob.min_work().sum()) / n_ranks)

@@ -57,34 +57,34 @@ class ClusterSpec:
     num_heads: int
     """Attention (query) heads of the model; a Ulysses group of degree d needs d | num_heads."""
     num_kv_heads: int | None = None
-    """K/V heads (grouped-query attention); None means num_heads (multi-head attention).
-    Degree d also needs d | num_kv_heads or num_kv_heads | d."""
+    """K/V heads (grouped-query attention); None means num_heads (multi-head attention),
+    also after `dataclasses.replace(spec, num_heads=...)`. Degree d also needs
+    d | num_kv_heads or num_kv_heads | d. `kv_heads` is the resolved count."""
     device_memory_bytes: int
     """Memory budget per rank for model states plus activations."""
 
     def __post_init__(self) -> None:
-        if self.num_kv_heads is None:
-            object.__setattr__(self, "num_kv_heads", self.num_heads)
-        for name in ("num_ranks", "ranks_per_node", "num_heads", "num_kv_heads", "device_memory_bytes"):
+        for name in ("num_ranks", "ranks_per_node", "num_heads", "kv_heads", "device_memory_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ClusterSpec.{name} must be a positive integer, got {value!r}")
+                shown = "num_kv_heads" if name == "kv_heads" else name
+                raise ValueError(f"ClusterSpec.{shown} must be a positive integer, got {value!r}")
         if self.num_ranks > MAX_NUM_RANKS:
             raise ValueError(
                 f"ClusterSpec.num_ranks={self.num_ranks:,} is above the planner's limit of {MAX_NUM_RANKS:,} ranks "
                 f"(one plan would list up to {self.num_ranks:,} groups per micro-batch and take minutes); "
                 f"plan for at most {MAX_NUM_RANKS:,} ranks"
             )
-        if self.num_heads % self.num_kv_heads:
+        if self.num_heads % self.kv_heads:
             raise ValueError(
-                f"num_kv_heads={self.num_kv_heads} does not divide num_heads={self.num_heads}: grouped-query "
+                f"num_kv_heads={self.kv_heads} does not divide num_heads={self.num_heads}: grouped-query "
                 f"attention shares each K/V head among num_heads / num_kv_heads query heads; use a K/V head "
                 f"count that divides {self.num_heads}"
             )
         if self.num_ranks > 1 and len(self.degrees) == 1:
             why = (
                 f"num_heads={self.num_heads} is odd" if self.num_heads % 2
-                else f"num_kv_heads={self.num_kv_heads} is odd and > 1 (degree 2 needs 2 | num_kv_heads or "
+                else f"num_kv_heads={self.kv_heads} is odd and > 1 (degree 2 needs 2 | num_kv_heads or "
                 f"num_kv_heads | 2)"
             )
             raise ValueError(
@@ -94,9 +94,14 @@ class ClusterSpec:
             )
 
     @property
+    def kv_heads(self) -> int:
+        """K/V heads: num_kv_heads, or num_heads when that is None."""
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    @property
     def degrees(self) -> tuple[int, ...]:
         """Usable Ulysses degrees (see `usable_degrees`)."""
-        return usable_degrees(self.num_ranks, self.num_heads, self.num_kv_heads, self.ranks_per_node)
+        return usable_degrees(self.num_ranks, self.num_heads, self.kv_heads, self.ranks_per_node)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,7 +15,7 @@ import numpy as np
 from solver.cost import CostModel, load_preset, preset_cluster, preset_data, preset_names
 from solver.plan import PlanError, StepPlan
 from solver.spec import GIB, ClusterSpec
-from solver.strategies import STRATEGIES
+from solver import STRATEGIES
 from solver.simulate import plan_and_check, workload_static_degree
 from solver.workloads import BatchSampler, get_workload, load_lengths, parse_length
 
@@ -80,7 +80,7 @@ def load_cluster(args: argparse.Namespace, max_len: int) -> tuple[ClusterSpec, C
             device_memory_bytes=_memory_bytes(memory_gib),
         )
         return spec, cost, f"cost file {args.cost}"
-    name = args.model or "gpt-7b"
+    name = "gpt-7b" if args.model is None else args.model  # '' is an unknown preset, not the default
     preset_data(name)  # unknown preset -> ValueError listing the presets
     cost = load_preset(name, max_len=max_len)
     spec = preset_cluster(name, _positive("--num-ranks", args.num_ranks))
@@ -97,7 +97,7 @@ def load_cluster(args: argparse.Namespace, max_len: int) -> tuple[ClusterSpec, C
 def strategy_options(args: argparse.Namespace, strategy: str) -> dict:
     """Planner options from the CLI flags that apply to `strategy`."""
     options = {}
-    if strategy == "static" and args.static_degree is not None:
+    if strategy in ("static", "static-bfd") and args.static_degree is not None:
         options["static_degree"] = args.static_degree
     if strategy == "flexsp" and args.time_limit is not None:
         if args.time_limit <= 0:
@@ -110,7 +110,7 @@ def warn_unused_flags(args: argparse.Namespace, strategies: list[str]) -> None:
     """A strategy flag given without its strategy has no effect: say so."""
     flags = (("--static-degree", args.static_degree, "static"), ("--time-limit", args.time_limit, "flexsp"))
     for flag, value, owner in flags:
-        if value is not None and owner not in strategies:
+        if value is not None and not any(s == owner or s == f"{owner}-bfd" for s in strategies):
             print(f"hsp {args.command}: warning: {flag} only applies to the {owner!r} strategy; ignored",
                   file=sys.stderr)
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"workload {source.name}, step {args.step}, seed {args.seed}, max length {max_len:,}"
     spec, cost, label = load_cluster(args, max_len)
     options = strategy_options(args, strategy)
-    if strategy == "static" and "static_degree" not in options and source is not None:
+    if strategy in ("static", "static-bfd") and "static_degree" not in options and source is not None:
         options["static_degree"] = workload_static_degree(source, max_len, spec, cost)
     step_plan, _ = checked_plan(lengths, spec, cost, strategy, options)
     if args.json:
@@ -174,13 +174,7 @@ def format_summary(step_plan: StepPlan, lengths: np.ndarray, spec: ClusterSpec, 
         lines.append(
             f"{i:>3}  {mb.shape():<40} {len(ids):>6} {int(lengths[ids].sum()):>11,} {mb.predicted_s:>12.3f}"
         )
-    status = "heuristic"
-    if step_plan.optimal:
-        status = "proven optimal"
-    elif step_plan.time_limited:
-        status = "time-limited, unproven"
-    if step_plan.fallback:
-        status += ", deadline fallback"
+    status = step_plan.status()
     lines += [
         "",
         f"step: predicted {step_plan.predicted_s:.3f} s, lower bound {step_plan.lower_bound_s:.3f} s, "

@@ -18,7 +18,7 @@ from solver.plan import PlanError
 from solver.simulate import StrategyStats, format_table, simulate, workload_static_degree
 from solver.workloads import BatchSampler, get_workload, parse_length
 
-DEFAULT_STRATEGIES = "static,batch-ada,megatron-dcp,flexsp,fast"
+DEFAULT_STRATEGIES = "static,batch-ada,dcp-greedy,static-bfd,batch-ada-bfd,flexsp,fast"
 
 
 def register(subparsers) -> None:
@@ -54,15 +54,17 @@ def run(args: argparse.Namespace) -> int:
     spec, cost, label = load_cluster(args, max_len)
     sampler = BatchSampler(source, args.batch_size, max_len, args.seed)
     options = {s: strategy_options(args, s) for s in strategies}
-    if "static" in strategies:
-        options["static"].setdefault("static_degree", workload_static_degree(source, max_len, spec, cost))
+    for name in ("static", "static-bfd"):
+        if name in strategies:
+            options[name].setdefault("static_degree", workload_static_degree(source, max_len, spec, cost))
     stats = _run_with_progress(sampler, spec, cost, strategies, args, options)
     header = (
         f"cost-model simulation (predicted seconds, not measured): {label}, N={spec.num_ranks} ranks, "
         f"workload {source.name}, batch {args.batch_size}, max length {max_len:,}, {args.steps} steps, seed {args.seed}"
     )
-    if "static" in strategies:
-        header += f"; static SP degree {options['static']['static_degree']}"
+    static = next((s for s in ("static", "static-bfd") if s in strategies), None)
+    if static:
+        header += f"; static SP degree {options[static]['static_degree']}"
     if args.json:
         print(json.dumps({s: st.to_dict() for s, st in stats.items()}, indent=2))
     else:

@@ -34,11 +34,9 @@ from solver.strategies.splits import fluid_time, splits_for
 
 NUM_EXACT_SHAPES = 2
 """Best-scored shapes per micro-batch that get an exact assignment (more if packing fails)."""
-NUM_SHAPED_SPLITS = 2
-"""Best-scored splits that get the LP and an exact assignment."""
-EXTRA_MB_SHARE = 0.1
-"""Memory-bound batches also try more micro-batches, while their b1 costs stay under
-this share of the step's estimated busy time."""
+NUM_SHAPED_SPLITS = 1
+"""Best-scored splits that get the LP and an exact assignment (besides the best
+baseline's micro-batches)."""
 CLIMB_STEPS = 6
 """Shape hill-climb moves per micro-batch, from the LP's rounded shapes."""
 BASELINES = {"static": plan_static, "batch-ada": plan_batch_ada, "dcp-greedy": plan_dcp_greedy}
@@ -67,20 +65,11 @@ def plan_fast(prob: Problem, *, num_extra_micro_batches: int = 1, local_search_r
 
 
 def _counts(prob: Problem, extra: int) -> list[int]:
-    """Micro-batch counts to try: M0 .. M0 + extra; in memory-bound batches also the
-    count at which every sequence could run alone at its smallest degree (they need that
-    slack to pack) and one count halfway, while b1 stays cheap next to the step's work."""
+    """Micro-batch counts to try: M0 .. M0 + extra. (Memory-bound batches that pack
+    better with more micro-batches get them from the spill in `realise` and from the
+    baselines' splits, which open micro-batches as packing needs.)"""
     m0 = min_micro_batches(prob)
-    counts = set(range(m0, m0 + extra + 1))
-    alone = prob.deg[prob.min_degree_idx] * prob.capacity
-    need = np.where(prob.min_degree_idx > 0, alone, prob.lengths).sum()
-    loose = -(-int(need) // (prob.num_ranks * prob.capacity))
-    busy = float(prob.min_work().sum()) / prob.num_ranks
-    affordable = m0 + int(EXTRA_MB_SHARE * busy / prob.b1) if prob.b1 > 0 else loose
-    top = min(loose, affordable)
-    if top > m0 + extra:
-        counts |= {(m0 + extra + top + 1) // 2, top}
-    return sorted(m for m in counts if m <= prob.n)
+    return list(range(m0, min(m0 + extra, prob.n) + 1))
 
 
 def _search(prob: Problem, counts: list[int], baselines: dict, rounds: int, stats: dict):
@@ -138,8 +127,14 @@ def realise(prob: Problem, chunks: list[np.ndarray], proposals: list[list[np.nda
             theirs = ([prob.degrees.index(d) for _, d, _ in groups], [[local[i] for i in g] for _, _, g in groups])
             if mine > (0, makespan(sub, *theirs)):
                 group_idx, members, left = theirs[0], theirs[1], []
-        out.append((ids, sub, group_idx, members))
         carry = ids[np.asarray(left, dtype=np.int64)]
+        if left:  # keep only the placed sequences in this micro-batch
+            keep = np.setdiff1d(np.arange(sub.n), left)
+            local = np.full(sub.n, -1, dtype=np.int64)
+            local[keep] = np.arange(len(keep))
+            members = [local[np.asarray(m, dtype=np.int64)].tolist() for m in members]
+            ids, sub = ids[keep], prob.subset(ids[keep])
+        out.append((ids, sub, group_idx, members))
     return out
 
 

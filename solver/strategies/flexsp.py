@@ -117,10 +117,9 @@ def solve_micro_batch(prob: Problem, ids, *, time_limit_s: float, num_buckets: i
 def _warm_start(sub: Problem):
     """fast's steps on this micro-batch: (group degree indices, members, busy seconds)."""
     (lp_shape,), _, _ = solve_shapes([sub], [fluid_time(sub)])
-    best = exact_assignment(sub, search_shape(ShapeScorer(sub), proposals=rounded_shapes(sub, lp_shape)))
-    if best is None:
+    group_idx, members, left = exact_assignment(sub, search_shape(ShapeScorer(sub), proposals=rounded_shapes(sub, lp_shape)))
+    if left:  # no packing found for all of them: Blaster tries more micro-batches
         return None
-    _, group_idx, members, _ = best
     members = local_search(sub, group_idx, members)
     return group_idx, members, makespan(sub, group_idx, members)
 

@@ -121,10 +121,10 @@ def _build(subs, hists, tau0):
     model = pulp.LpProblem("fast_shape", pulp.LpMinimize)
     taus, xs, phis = [], [], []
     for m, (sub, hist, t0) in enumerate(zip(subs, hists, tau0)):
-        tau = pulp.LpVariable(f"tau_{m}", lowBound=0)
-        phi = [pulp.LpVariable(f"phi_{m}_{j}", lowBound=0) for j in range(len(sub.degrees))]
+        tau = model.add_variable(f"tau_{m}", lowBound=0)
+        phi = [model.add_variable(f"phi_{m}_{j}", lowBound=0) for j in range(len(sub.degrees))]
         x = {
-            (k, j): pulp.LpVariable(f"x_{m}_{k}_{j}", lowBound=0)
+            (k, j): model.add_variable(f"x_{m}_{k}_{j}", lowBound=0)
             for k in range(len(hist.counts)) for j in _allowed(hist, k, t0)
         }
         _add_rows(model, sub, hist, t0, tau, phi, x)

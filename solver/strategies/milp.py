@@ -115,18 +115,18 @@ def solve(sub: Problem, bk: Buckets, start: tuple[np.ndarray, np.ndarray], ub: f
 def _build(sub: Problem, bk: Buckets, ub: float, lb: float):
     num_d, n_ranks, cap = len(sub.degrees), sub.num_ranks, sub.capacity
     model = pulp.LpProblem("flexsp_micro_batch", pulp.LpMinimize)
-    tau = pulp.LpVariable("tau", lowBound=lb, upBound=ub)
-    n = {(k, j): pulp.LpVariable(f"n_{k}_{j}", 0, int(bk.counts[k]), cat=pulp.LpInteger)
+    tau = model.add_variable("tau", lowBound=lb, upBound=ub)
+    n = {(k, j): model.add_variable(f"n_{k}_{j}", 0, int(bk.counts[k]), cat=pulp.LpInteger)
          for k in range(len(bk.counts)) for j in range(int(bk.min_idx[k]), num_d)}
-    u = {kj: pulp.LpVariable(f"u_{kj[0]}_{kj[1]}", cat=pulp.LpBinary) for kj in n}
-    y = [None] + [pulp.LpVariable(f"y_{j}", 0, int(sub.rank_caps[j]) // sub.degrees[j], cat=pulp.LpInteger)
+    u = {kj: model.add_variable(f"u_{kj[0]}_{kj[1]}", cat=pulp.LpBinary) for kj in n}
+    y = [None] + [model.add_variable(f"y_{j}", 0, int(sub.rank_caps[j]) // sub.degrees[j], cat=pulp.LpInteger)
                   for j in range(1, num_d)]
     z, w, y_tau = {}, {}, [None]
     for j in range(1, num_d):
         top = int(sub.rank_caps[j]) // sub.degrees[j]
         bits = range(max(1, top.bit_length()))
-        z.update({(j, b): pulp.LpVariable(f"z_{j}_{b}", cat=pulp.LpBinary) for b in bits})
-        w.update({(j, b): pulp.LpVariable(f"w_{j}_{b}", 0, ub) for b in bits})
+        z.update({(j, b): model.add_variable(f"z_{j}_{b}", cat=pulp.LpBinary) for b in bits})
+        w.update({(j, b): model.add_variable(f"w_{j}_{b}", 0, ub) for b in bits})
         model += y[j] == pulp.lpSum((1 << b) * z[j, b] for b in bits), f"bits_{j}"
         for b in bits:  # w = z tau
             model += w[j, b] <= tau, f"w_le_tau_{j}_{b}"

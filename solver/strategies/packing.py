@@ -131,7 +131,13 @@ def _pack_tokens(sub: Problem, group_idx: list[int], best_fit: bool) -> tuple[li
 
 def makespan(sub: Problem, group_idx: list[int], members: list[list[int]]) -> float:
     """Largest group load (without b1)."""
-    return max((float(sub.times[m, j].sum()) for j, m in zip(group_idx, members) if m), default=0.0)
+    if not any(members):
+        return 0.0
+    sizes = [len(m) for m in members]
+    seqs = np.concatenate([np.asarray(m, dtype=np.int64) for m in members])
+    group = np.repeat(np.arange(len(members)), sizes)
+    col = np.repeat(np.asarray(group_idx, dtype=np.int64), sizes)
+    return float(np.bincount(group, weights=sub.times[seqs, col], minlength=len(members)).max())
 
 
 def local_search(sub: Problem, group_idx: list[int], members: list[list[int]], max_rounds: int = 200) -> list[list[int]]:

@@ -46,7 +46,7 @@ def test_plan_json_round_trips_and_validates(capsys, batch_file):
     assert StepPlan.from_json(plan.to_json()) == plan
 
 
-@pytest.mark.parametrize("strategy", ["static", "batch-ada", "megatron-dcp"])
+@pytest.mark.parametrize("strategy", ["static", "batch-ada", "dcp-greedy", "static-bfd", "batch-ada-bfd"])
 def test_plan_from_a_workload_with_each_baseline(capsys, strategy):
     argv = ["plan", "--workload", "wikipedia", "--batch-size", "48", "--max-len", "64k", "--seed", "3", *SMALL]
     code, out, err = run_cli(capsys, *argv, "--strategy", strategy, "--json")
@@ -131,12 +131,13 @@ def test_plan_flexsp_with_time_limit_reports_how_it_was_solved(capsys):
             "--strategy", "flexsp", "--time-limit", "2"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
-    assert "(proven optimal)" in out or "(time-limited, unproven)" in out
+    assert "(proven optimal)" in out or "(time-limited, unproven)" in out or "% of optimal per micro-batch)" in out
     code, out, err = run_cli(capsys, *argv, "--json")
     plan = StepPlan.from_json(out)
     lengths = BatchSampler(get_workload("wikipedia"), 16, 32_000, seed=0).batch(0)
     validate(plan, lengths, preset_cluster("gpt-7b", 8), load_preset("gpt-7b", 32_000))
-    assert plan.strategy == "flexsp" and plan.optimal != plan.time_limited
+    assert plan.strategy == "flexsp" and not (plan.optimal and plan.time_limited)
+    assert len(plan.info["mip_gap"]) == len(plan.micro_batches)
     code, _, err = run_cli(capsys, *argv[:-1], "0")
     assert code == 2 and "--time-limit must be positive" in err
 
