@@ -95,6 +95,14 @@ def _lengths_file(tmp_path, text):
         (lambda p: ["--workload", "wikipedia", "--max-len", "12kb"], r"cannot read '12kb' as a length"),
         (lambda p: ["--workload", "wikipedia", "--cost", str(p / "none.json")], r"does not exist"),
         (lambda p: ["--workload", "wikipedia", "--num-ranks", "0"], r"--num-ranks must be a positive"),
+        # lengths beyond int64, a directory, an empty preset name, a cluster too large to plan
+        (lambda p: ["--lengths", _lengths_file(p, "100\n" + "9" * 30 + "\n")],
+         r"lengths\.txt:2: length 9{30} is larger than the largest token count"),
+        (lambda p: ["--lengths", str(p)], r"is a directory; give a file with one sequence length per line"),
+        (lambda p: ["--workload", str(p)], r"is a directory, not a lengths file"),
+        (lambda p: ["--workload", "wikipedia", "--model", ""], r"unknown cost-model preset ''; choose one of gpt-13b"),
+        (lambda p: ["--workload", "wikipedia", "--num-ranks", "1000000"],
+         r"num_ranks=1,000,000 is above the planner's limit of 16,384 ranks"),
     ],
 )
 def test_plan_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, make_argv, message):
@@ -105,6 +113,30 @@ def test_plan_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, make_argv,
     assert "Traceback" not in err and out == ""
     assert err.startswith("hsp plan: error: ")
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", ""], r"unknown cost-model preset ''; choose one of gpt-13b, gpt-30b, gpt-7b"),
+        (["--num-ranks", "1000000"], r"above the planner's limit of 16,384 ranks"),
+        (["--workload", "."], r"is a directory, not a lengths file"),
+    ],
+)
+def test_simulate_edge_cases_exit_2_before_planning(capsys, argv, message):
+    import re
+
+    code = main(["simulate", "--batch-size", "16", "--steps", "1", "--no-progress", *argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("hsp simulate: error: ") and re.search(message, err), err
+
+
+def test_a_huge_length_in_a_workload_file_names_file_and_line(capsys, tmp_path):
+    path = _lengths_file(tmp_path, "100\n200\n" + str(2**63) + "\n")
+    code = main(["simulate", "--workload", path, "--batch-size", "8", "--steps", "1", "--no-progress"])
+    _, err = capsys.readouterr()
+    assert code == 2 and f"lengths.txt:3: length {2**63}" in err and "Traceback" not in err
 
 
 def test_sequence_that_fits_nowhere_names_index_and_ways_out(capsys, tmp_path):
