@@ -154,6 +154,7 @@ class _DcpMicroBatch:
         self.members: list[list[int]] = []
         self.room: list[int] = []
         self.work: list[float] = []
+        self.most_room = 0  # an upper bound on every group's token room
         self.active: dict[int, list[tuple[float, int]]] = {}  # (work, group)
         self.parked: dict[int, list[tuple[int, int]]] = {}  # (-room, group)
 
@@ -166,6 +167,8 @@ class _DcpMicroBatch:
     def place(self, i: int, s: int, j: int) -> bool:
         """Open a new group of degree index j if the layout has ranks for it, else join
         the least-loaded group of that degree with token room; False if neither."""
+        if self.most_room < s and self.used + self.prob.degrees[j] > self.prob.num_ranks:
+            return False  # quick exit: a full micro-batch is tried by every later sequence
         d = self.prob.degrees[j]
         heap = self.active.setdefault(j, [])
         waiting = self.parked.setdefault(j, [])
@@ -177,6 +180,7 @@ class _DcpMicroBatch:
             self.group_degrees.append(d)
             self.members.append([])
             self.room.append(d * self.prob.capacity)
+            self.most_room = max(self.most_room, d * self.prob.capacity)
             self.work.append(0.0)
             heapq.heappush(heap, (0.0, g))
         while waiting and -waiting[0][0] >= s:
@@ -186,6 +190,7 @@ class _DcpMicroBatch:
             g = heapq.heappop(heap)[1]
             heapq.heappush(waiting, (-self.room[g], g))
         if not heap:
+            self.most_room = max(self.room, default=0)  # exact again
             return False
         g = heapq.heappop(heap)[1]
         self.members[g].append(i)

@@ -13,7 +13,7 @@ Per step:
    gets. Its rounded shapes seed a shape hill-climb; the best shapes get an exact
    assignment: longest first, each sequence to the group that finishes it earliest.
 4. The fastest exact plan gets a local search (moves and swaps out of the slowest group
-   of each micro-batch).
+   of each micro-batch), then moves between micro-batches (`rebalance.py`).
 5. The baselines plan the same batch (milliseconds); `fast` returns the fastest plan of
    all, so it is never slower than a baseline.
 Deterministic: no randomness, ties break by index.
@@ -29,6 +29,7 @@ from solver.strategies.baselines import plan_batch_ada, plan_dcp_greedy, plan_st
 from solver.strategies.lp import rounded_shapes, solve_shapes
 from solver.strategies.packing import assign, local_search, makespan
 from solver.strategies.problem import Problem, StrategyResult, as_groups, min_micro_batches, step_time
+from solver.strategies.rebalance import rebalance
 from solver.strategies.shape import ShapeScorer, search_shape, tiling
 from solver.strategies.splits import fluid_time, splits_for
 
@@ -37,6 +38,7 @@ NUM_EXACT_SHAPES = 2
 NUM_SHAPED_SPLITS = 1
 """Best-scored splits that get the LP and an exact assignment (besides the best
 baseline's micro-batches)."""
+LP_MIN_SEQUENCES = 8
 CLIMB_STEPS = 6
 """Shape hill-climb moves per micro-batch, from the LP's rounded shapes."""
 BASELINES = {"static": plan_static, "batch-ada": plan_batch_ada, "dcp-greedy": plan_dcp_greedy}
@@ -89,20 +91,34 @@ def _search(prob: Problem, counts: list[int], baselines: dict, rounds: int, stat
     best = None
     for name, chunks, warm in tries:
         subs = [prob.subset(ids) for ids in chunks]
-        lp_shapes, lp_s, solves = solve_shapes(subs, [fluid_time(sub) for sub in subs])
-        stats["lp_s"] += lp_s
-        stats["lp_solves"] += solves
-        realised = realise(prob, chunks, [rounded_shapes(sub, sh) for sub, sh in zip(subs, lp_shapes)], warm)
+        realised = realise(prob, chunks, _lp_proposals(subs, stats), warm)
         total = sum(prob.b1 + makespan(sub, g, mem) for _, sub, g, mem in realised)
         if best is None or total < best[0] - 1e-12:
             best = (total, {"num_micro_batches": len(realised), "split": name, "source": "lp"}, realised)
-    total, info, realised = best
-    mbs, total = [], 0.0
+    _, info, realised = best
+    polished = []
     for ids, sub, group_idx, members in realised:
         members = local_search(sub, group_idx, members, rounds)
-        mbs.append(as_groups(prob.spec, [prob.degrees[j] for j in group_idx], [ids[m].tolist() for m in members]))
-        total += prob.b1 + makespan(sub, group_idx, members)
-    return total, mbs, info
+        polished.append((group_idx, [ids[m].tolist() for m in members]))
+    polished = [mb for mb in rebalance(prob, polished) if any(mb[1])]
+    mbs = [as_groups(prob.spec, [prob.degrees[j] for j in g], members) for g, members in polished]
+    info["num_micro_batches"] = len(mbs)
+    return step_time(prob, mbs), mbs, info
+
+
+def _lp_proposals(subs: list[Problem], stats: dict) -> list[list[np.ndarray]]:
+    """The LP's rounded shapes per micro-batch (one LP for all of them). Micro-batches of
+    fewer than LP_MIN_SEQUENCES sequences skip it: each of their sequences is a bucket
+    of its own, and the shape search's starts already cover them."""
+    big = [k for k, sub in enumerate(subs) if sub.n >= LP_MIN_SEQUENCES]
+    out: list[list[np.ndarray]] = [[] for _ in subs]
+    if big:
+        shapes, lp_s, solves = solve_shapes([subs[k] for k in big], [fluid_time(subs[k]) for k in big])
+        stats["lp_s"] += lp_s
+        stats["lp_solves"] += solves
+        for k, shape in zip(big, shapes):
+            out[k] = rounded_shapes(subs[k], shape)
+    return out
 
 
 def realise(prob: Problem, chunks: list[np.ndarray], proposals: list[list[np.ndarray]], warm=None) -> list:

@@ -36,11 +36,11 @@ from solver.strategies.highs import BulkHiGHS
 from solver.strategies.problem import Problem
 from solver.strategies.shape import fit_to_layout
 
-NUM_SINGLETONS = 12
+NUM_SINGLETONS = 8
 """Longest sequences per micro-batch that get a bucket of their own."""
-BUCKET_RATIO = 1.6
+BUCKET_RATIO = 2.0
 """Length ratio between consecutive shared buckets."""
-MAX_SOLVES = 3
+MAX_SOLVES = 2
 RISE_TOL = 0.01
 
 

@@ -93,43 +93,44 @@ def interleaved_split(prob: Problem, ids: np.ndarray, m: int, floor_share: float
         return None
     work_arr = prob.min_work()
     floor_arr, reserve_arr = _floors(prob, floor_share, float(work_arr[ids].sum()) / (prob.num_ranks * m))
-    work, floor, reserve = work_arr.tolist(), floor_arr.tolist(), reserve_arr.tolist()
-    lengths = prob.lengths.tolist()
     n_ranks = prob.num_ranks
-    load, top, held, room = [0.0] * m, [0.0] * m, [0] * m, [cap] * m
+    load, top, held = np.zeros(m), np.zeros(m), np.zeros(m, dtype=np.int64)
+    room = np.full(m, cap, dtype=np.int64)
     parts: list[list[int]] = [[] for _ in range(m)]
     order = ids[np.argsort(-prob.lengths[ids], kind="stable")]
     head = order[: EXACT_INTERLEAVE_PER_MB * m]
     for i in head.tolist():
-        size, best_k, best_key = lengths[i], -1, None
-        for k in range(m):
-            if room[k] < size:
-                continue
-            # estimate = max(top, load / free ranks), or top + load / N when no rank is free
-            free = n_ranks - held[k]
-            before = max(top[k], load[k] / free) if free > 0 else top[k] + load[k] / n_ranks
-            if reserve[i]:
-                top_k, free = max(top[k], floor[i]), n_ranks - min(n_ranks, held[k] + reserve[i])
-                after = max(top_k, load[k] / free) if free > 0 else top_k + load[k] / n_ranks
-            else:
-                after = max(top[k], (load[k] + work[i]) / free) if free > 0 else top[k] + (load[k] + work[i]) / n_ranks
-            key = (after - before, after)
-            if best_key is None or key < best_key:
-                best_k, best_key = k, key
-        if best_k < 0:
-            return None
-        parts[best_k].append(i)
-        room[best_k] -= size
-        if reserve[i]:
-            top[best_k] = max(top[best_k], floor[i])
-            held[best_k] = min(n_ranks, held[best_k] + reserve[i])
+        # estimate = max(top, load / free ranks), or top + load / N when no rank is free
+        before = _estimate(top, load, held, n_ranks)
+        if reserve_arr[i]:
+            after = _estimate(np.maximum(top, floor_arr[i]), load, np.minimum(n_ranks, held + reserve_arr[i]), n_ranks)
         else:
-            load[best_k] += work[i]
-    if not _deal(prob, order[len(head):], parts, load, top, held, room, work_arr):
+            after = _estimate(top, load + work_arr[i], held, n_ranks)
+        ok = room >= prob.lengths[i]
+        if not ok.any():
+            return None
+        grow = np.where(ok, after - before, np.inf)
+        best = np.flatnonzero(grow <= grow.min() + 1e-12)
+        k = int(best[np.argmin(after[best])])  # least growth, then the smaller estimate
+        parts[k].append(i)
+        room[k] -= prob.lengths[i]
+        if reserve_arr[i]:
+            top[k] = max(top[k], floor_arr[i])
+            held[k] = min(n_ranks, held[k] + reserve_arr[i])
+        else:
+            load[k] += work_arr[i]
+    if not _deal(prob, order[len(head):], parts, load, top, held, room.tolist(), work_arr):
         return None
     if any(not p for p in parts):
         return None
     return [np.asarray(sorted(p), dtype=np.int64) for p in parts]
+
+
+def _estimate(top: np.ndarray, load: np.ndarray, held: np.ndarray, n_ranks: int) -> np.ndarray:
+    """(M,) a micro-batch's estimated time: max(largest floor, load / free ranks), or
+    floor + load / N when its long sequences hold every rank."""
+    free = n_ranks - held
+    return np.where(free > 0, np.maximum(top, load / np.maximum(free, 1)), top + load / n_ranks)
 
 
 def _deal(prob: Problem, rest: np.ndarray, parts, load, top, held, room, work: np.ndarray) -> bool:
