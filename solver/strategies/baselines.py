@@ -131,11 +131,18 @@ def _static_time(prob: Problem, bins, j: int, num_groups: int) -> float:
 
 def plan_dcp_greedy(prob: Problem) -> StrategyResult:
     mbs: list[_DcpMicroBatch] = []
+    most_room, used = np.zeros(0), np.zeros(0)  # per micro-batch: the quick test of `place`
     for i in np.argsort(-prob.lengths, kind="stable").tolist():
         s, j = int(prob.lengths[i]), int(prob.min_degree_idx[i])
-        if not any(mb.place(i, s, j) for mb in mbs):
+        maybe = np.flatnonzero((most_room >= s) | (used + prob.degrees[j] <= prob.num_ranks)).tolist()
+        k = next((k for k in maybe if mbs[k].place(i, s, j)), None)
+        if k is None:
             mbs.append(_DcpMicroBatch(prob))
             mbs[-1].place(i, s, j)
+            k = len(mbs) - 1
+            most_room, used = np.append(most_room, 0.0), np.append(used, 0.0)
+        for m in [k, *maybe]:  # what the tried ones learned about their room
+            most_room[m], used[m] = mbs[m].most_room, mbs[m].used
     out = [as_groups(prob.spec, mb.group_degrees, mb.members) for mb in mbs]
     return StrategyResult(micro_batches=out)
 

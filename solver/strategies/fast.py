@@ -38,6 +38,10 @@ NUM_EXACT_SHAPES = 2
 NUM_SHAPED_SPLITS = 1
 """Best-scored splits that get the LP and an exact assignment (besides the best
 baseline's micro-batches)."""
+MEMORY_BOUND_FILL = 0.9
+"""A batch that needs over 90% of M0 micro-batches' tokens is memory-bound: splits into a
+fixed count cannot pack it without spilling, so only the baselines' micro-batches (which
+open micro-batches as packing needs) are realised and improved."""
 LP_MIN_SEQUENCES = 8
 CLIMB_STEPS = 6
 """Shape hill-climb moves per micro-batch, from the LP's rounded shapes."""
@@ -78,14 +82,16 @@ def _search(prob: Problem, counts: list[int], baselines: dict, rounds: int, stat
     """(total, micro-batches, info) of the best plan over the splits: the best-scored
     ones and the best baseline's own micro-batches (its groups kept where they win)."""
     splits, seen = [], set()
-    for m in counts:
+    for m in counts if _fill(prob) <= MEMORY_BOUND_FILL else []:
         for name, chunks in splits_for(prob, m):
             key = tuple(tuple(c.tolist()) for c in chunks)
             if key not in seen:
                 seen.add(key)
                 splits.append((m, name, chunks))
-    scored = sorted(_quick_scores(prob, splits), key=lambda c: c[0])
-    tries = [(name, chunks, None) for _, _, name, chunks in scored[:NUM_SHAPED_SPLITS]]
+    tries = []
+    if _fill(prob) <= MEMORY_BOUND_FILL:
+        scored = sorted(_quick_scores(prob, splits), key=lambda c: c[0])
+        tries = [(name, chunks, None) for _, _, name, chunks in scored[:NUM_SHAPED_SPLITS]]
     name, warm = min(baselines.items(), key=lambda kv: step_time(prob, kv[1]))
     tries.append((name, [np.asarray(sorted(i for g in mb for i in g[2]), dtype=np.int64) for mb in warm], warm))
     best = None
@@ -104,6 +110,11 @@ def _search(prob: Problem, counts: list[int], baselines: dict, rounds: int, stat
     mbs = [as_groups(prob.spec, [prob.degrees[j] for j in g], members) for g, members in polished]
     info["num_micro_batches"] = len(mbs)
     return step_time(prob, mbs), mbs, info
+
+
+def _fill(prob: Problem) -> float:
+    """Share of the token capacity of M0 micro-batches the batch needs."""
+    return float(prob.lengths.sum()) / (min_micro_batches(prob) * prob.num_ranks * prob.capacity)
 
 
 def _lp_proposals(subs: list[Problem], stats: dict) -> list[list[np.ndarray]]:
