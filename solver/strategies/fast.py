@@ -35,13 +35,16 @@ from solver.strategies.splits import fluid_time, splits_for
 
 NUM_EXACT_SHAPES = 2
 """Best-scored shapes per micro-batch that get an exact assignment (more if packing fails)."""
+MAX_EXACT_SHAPES = 6
+"""At most this many while every shape leaves sequences out (they spill)."""
 NUM_SHAPED_SPLITS = 1
 """Best-scored splits that get the LP and an exact assignment (besides the best
 baseline's micro-batches)."""
 MEMORY_BOUND_FILL = 0.9
-"""A batch that needs over 90% of M0 micro-batches' tokens is memory-bound: splits into a
-fixed count cannot pack it without spilling, so only the baselines' micro-batches (which
-open micro-batches as packing needs) are realised and improved."""
+"""Splits into m micro-batches are tried only where the batch needs at most 90% of their
+token capacity: fuller ones cannot be packed without spilling. A batch for which no count
+qualifies is memory-bound, and only the baselines' micro-batches (which open micro-batches
+as packing needs) are realised and improved."""
 LP_MIN_SEQUENCES = 8
 CLIMB_STEPS = 6
 """Shape hill-climb moves per micro-batch, from the LP's rounded shapes."""
@@ -82,16 +85,14 @@ def _search(prob: Problem, counts: list[int], baselines: dict, rounds: int, stat
     """(total, micro-batches, info) of the best plan over the splits: the best-scored
     ones and the best baseline's own micro-batches (its groups kept where they win)."""
     splits, seen = [], set()
-    for m in counts if _fill(prob) <= MEMORY_BOUND_FILL else []:
+    for m in (m for m in counts if _fill(prob, m) <= MEMORY_BOUND_FILL):
         for name, chunks in splits_for(prob, m):
             key = tuple(tuple(c.tolist()) for c in chunks)
             if key not in seen:
                 seen.add(key)
                 splits.append((m, name, chunks))
-    tries = []
-    if _fill(prob) <= MEMORY_BOUND_FILL:
-        scored = sorted(_quick_scores(prob, splits), key=lambda c: c[0])
-        tries = [(name, chunks, None) for _, _, name, chunks in scored[:NUM_SHAPED_SPLITS]]
+    scored = sorted(_quick_scores(prob, splits), key=lambda c: c[0])
+    tries = [(name, chunks, None) for _, _, name, chunks in scored[:NUM_SHAPED_SPLITS]]
     name, warm = min(baselines.items(), key=lambda kv: step_time(prob, kv[1]))
     tries.append((name, [np.asarray(sorted(i for g in mb for i in g[2]), dtype=np.int64) for mb in warm], warm))
     best = None
@@ -112,9 +113,9 @@ def _search(prob: Problem, counts: list[int], baselines: dict, rounds: int, stat
     return step_time(prob, mbs), mbs, info
 
 
-def _fill(prob: Problem) -> float:
-    """Share of the token capacity of M0 micro-batches the batch needs."""
-    return float(prob.lengths.sum()) / (min_micro_batches(prob) * prob.num_ranks * prob.capacity)
+def _fill(prob: Problem, m: int) -> float:
+    """Share of the token capacity of m micro-batches the batch needs."""
+    return float(prob.lengths.sum()) / (m * prob.num_ranks * prob.capacity)
 
 
 def _lp_proposals(subs: list[Problem], stats: dict) -> list[list[np.ndarray]]:
@@ -172,9 +173,9 @@ def _quick_scores(prob: Problem, splits):
 
 
 def exact_assignment(sub: Problem, shapes: list[np.ndarray]):
-    """Earliest-finish assignment on the best of the first NUM_EXACT_SHAPES shapes (more
-    while every one leaves sequences out): (group degree indices, local members, local
-    ids left out), fewest tokens left out first, then the smallest makespan."""
+    """Earliest-finish assignment on the best of the first NUM_EXACT_SHAPES shapes (up to
+    MAX_EXACT_SHAPES while every one leaves sequences out): (group degree indices, local
+    members, local ids left out), fewest tokens left out first, then the smallest makespan."""
     best, tried = None, 0
     for counts in shapes:
         group_idx = tiling(counts, sub.degrees, sub.num_ranks)
@@ -183,6 +184,6 @@ def exact_assignment(sub: Problem, shapes: list[np.ndarray]):
         if best is None or key < best[0]:
             best = (key, group_idx, members, left)
         tried += 1
-        if tried >= NUM_EXACT_SHAPES and best[0][0] == 0:
+        if tried >= NUM_EXACT_SHAPES and best[0][0] == 0 or tried >= MAX_EXACT_SHAPES:
             break
     return best[1], best[2], best[3]

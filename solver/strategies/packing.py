@@ -22,6 +22,8 @@ import numpy as np
 from solver.strategies.problem import Problem
 
 EPS = 1e-12
+MOVE_CANDIDATES = 8
+"""The local search tries moves and swaps of the slowest group's 8 longest-running sequences."""
 
 
 def assign(sub: Problem, group_idx: list[int]) -> tuple[list[list[int]], list[int]]:
@@ -181,7 +183,7 @@ class _State:
         top = load[g]
         inside = np.flatnonzero(self.where == g)
         outside = np.flatnonzero(self.where != g)
-        for i in inside[np.argsort(-times[inside, gidx[g]])]:
+        for i in inside[np.argsort(-times[inside, gidx[g]])][:MOVE_CANDIDATES]:
             # move i to the group h where it finishes earliest
             new_h = load + times[i, gidx]  # (G,)
             ok = self.holds[i] & (room >= self.lengths[i]) & (new_h < top - EPS)
