@@ -2,7 +2,8 @@
 a makespan MILP per micro-batch, solved by HiGHS to a proven gap.
 
 1. Sequence Blaster: sort, cut into M = M0 .. M0 + k micro-batches (the linear-partition
-   DP `blaster.blast`, or its bisection twin for large batches), keep the fastest M.
+   DP `blaster.blast`, or its bisection twin for large batches), keep the fastest M. A
+   micro-batch whose tokens cannot be packed into groups is cut in two.
 2. Per micro-batch, a warm start: `fast`'s LP shapes, exact assignment and local search
    on this micro-batch.
 3. The collapsed MILP (`milp.py`): groups per degree and bucket counts per degree, on
@@ -33,7 +34,7 @@ from solver.strategies.problem import Problem, StrategyResult, as_groups, min_mi
 from solver.strategies.shape import ShapeScorer, search_shape, tiling
 from solver.strategies.splits import fluid_time
 
-DP_BLAST_MAX_N = 2048
+DP_BLAST_MAX_N = 1024
 """Above this many sequences, Blaster's O(M n^2) DP is replaced by its bisection twin."""
 OPTIMAL_GAP = 1e-4
 
@@ -58,17 +59,19 @@ def plan_flexsp(
     cut = blast if prob.n <= DP_BLAST_MAX_N else blast_greedy
     m0 = min_micro_batches(prob)
     best, tried = None, []
-    for m in range(m0, prob.n + 1):
-        chunks = cut(order, prob.min_work(), prob.lengths, m, prob.num_ranks * prob.capacity)
-        solved = None if chunks is None else _solve_chunks(prob, chunks, solve_time_limit_s, num_buckets, mip_rel_gap)
-        if solved is not None:
-            tried.append({"num_micro_batches": m, "predicted_s": solved["total_s"]})
-            if best is None or solved["total_s"] < best["total_s"] - 1e-12:
-                best = solved
-        if best is not None and m >= m0 + num_extra_micro_batches:
-            break
+    cap = prob.num_ranks * prob.capacity
+    while m0 < prob.n and cut(order, prob.min_work(), prob.lengths, m0, cap) is None:
+        m0 += 1  # consecutive chunks can need more micro-batches than the token total
+    for m in range(m0, min(prob.n, m0 + num_extra_micro_batches) + 1):
+        chunks = cut(order, prob.min_work(), prob.lengths, m, cap)
+        if chunks is None:
+            continue
+        solved = _solve_chunks(prob, chunks, solve_time_limit_s, num_buckets, mip_rel_gap)
+        tried.append({"num_micro_batches": m, "realised": len(solved["micro_batches"]), "predicted_s": solved["total_s"]})
+        if best is None or solved["total_s"] < best["total_s"] - 1e-12:
+            best = solved
     if best is None:
-        raise RuntimeError("flexsp found no feasible plan; every sequence fits alone, so this is a bug")
+        raise RuntimeError("flexsp found no Blaster split; one sequence per micro-batch always is one, so this is a bug")
     statuses = best["statuses"]
     return StrategyResult(
         micro_batches=best["micro_batches"],
@@ -79,12 +82,18 @@ def plan_flexsp(
     )
 
 
-def _solve_chunks(prob: Problem, chunks, time_limit_s: float, num_buckets: int, gap: float) -> dict | None:
+def _solve_chunks(prob: Problem, chunks, time_limit_s: float, num_buckets: int, gap: float) -> dict:
+    """Each chunk's MILP; a chunk whose tokens cannot be packed is cut in two (in sorted
+    order) and both halves are planned instead: Blaster's cut only checks total tokens."""
     out = {"micro_batches": [], "statuses": [], "milp_s": [], "gaps": [], "bounds": [], "total_s": 0.0}
-    for ids in chunks:
+    queue = [np.asarray(c, dtype=np.int64) for c in chunks]
+    while queue:
+        ids = queue.pop(0)
         solved = solve_micro_batch(prob, ids, time_limit_s=time_limit_s, num_buckets=num_buckets, mip_rel_gap=gap)
         if solved is None:
-            return None
+            half = len(ids) // 2
+            queue[:0] = [ids[:half], ids[half:]]
+            continue
         groups, status, seconds, span, bound = solved
         out["micro_batches"].append(groups)
         out["statuses"].append(status)
