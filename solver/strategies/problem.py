@@ -99,9 +99,6 @@ class Problem:
         covered = np.cumsum(used[::-1])[::-1]  # (D,) ranks of groups of degree >= d
         return bool(np.all(covered <= self.rank_caps))
 
-    def group_time(self, ids, degree: int) -> float:
-        return self.cost.group_time_s(self.lengths[list(ids)], degree)
-
 
 def build_problem(lengths: np.ndarray, spec: ClusterSpec, cost: CostModel) -> Problem:
     """Precompute the tables; assumes `lengths` passed `planner.check_lengths`."""
