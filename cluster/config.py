@@ -10,7 +10,7 @@ into one tree per command (cluster/configtree.py: files and checks, configflags.
                  [engine] EngineConfig        hsp/engine/options.py
                  [checkpoint] CheckpointConfig  cluster/checkpoint.py
                  [cluster] ClusterConfig      here
-                 [planner] PlannerConfig      here (strategies: solver.strategies.STRATEGIES)
+                 [planner] PlannerConfig      here (strategies: solver.STRATEGIES)
                  [metrics] MetricsConfig      cluster/metrics.py
     hsp rl       [model], [rl] RLConfig (hsp/rl/config.py), [cluster], [metrics], run_dir
     hsp profile  [model], [profile] ProfileConfig (hsp/engine/profile.py), out
@@ -35,7 +35,7 @@ from hsp.model.gpt import GPTConfig as ModelConfig  # the one reference to the m
 from hsp.rl.config import RLConfig
 from solver.cost import CostModel
 from solver.spec import ClusterSpec
-from solver.strategies import STRATEGIES
+from solver import STRATEGIES
 
 __all__ = ["TRAIN", "RL", "PROFILE", "TrainConfig", "build_config", "cluster_spec", "read_file"]
 
@@ -119,7 +119,7 @@ class ClusterConfig:
 @dataclass(kw_only=True)
 class PlannerConfig:
     strategy: str = field(default="fast", metadata={"choices": tuple(STRATEGIES)})
-    """Planner strategy (solver.strategies.STRATEGIES)."""
+    """Planner strategy (solver.STRATEGIES)."""
     deadline_s: float = 2.0
     """A plan not ready this long after the previous step ends falls back to `fast`."""
     cost_model: str = ""

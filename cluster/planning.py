@@ -14,7 +14,7 @@ from solver.plan import PlanError, StepPlan
 from solver.planner import accepted_options
 from solver.simulate import plan_and_check
 from solver.spec import GIB, ClusterSpec
-from solver.strategies import STRATEGIES
+from solver import STRATEGIES
 
 DEFAULT_COST_FILE_MEMORY_GIB = 28.0
 DEFAULT_PRESET = "gpt-7b"
@@ -36,7 +36,7 @@ def load_cluster(*, preset: str | None, cost_file: str | None, num_ranks: int, r
             device_memory_bytes=memory_bytes(DEFAULT_COST_FILE_MEMORY_GIB if memory_gib is None else memory_gib),
         )
         return spec, cost, f"cost file {cost_file}"
-    name = preset or DEFAULT_PRESET
+    name = DEFAULT_PRESET if preset is None else preset  # '' is an unknown preset, not the default
     preset_data(name)  # unknown preset -> ValueError listing the presets
     cost = load_preset(name, max_len=max_len)
     overrides = {
@@ -100,20 +100,9 @@ def format_plan_summary(step_plan: StepPlan, lengths: np.ndarray, spec: ClusterS
         "",
         f"step: predicted {step_plan.predicted_s:.3f} s, lower bound {step_plan.lower_bound_s:.3f} s, "
         f"gap {100 * step_plan.lower_bound_gap:.1f}%",
-        f"solve: {step_plan.solve_s:.3f} s ({_solve_status(step_plan)})",
+        f"solve: {step_plan.solve_s:.3f} s ({step_plan.status()})",
     ]
     return "\n".join(lines)
-
-
-def _solve_status(step_plan: StepPlan) -> str:
-    status = "heuristic"
-    if step_plan.optimal:
-        status = "proven optimal"
-    elif step_plan.time_limited:
-        status = "time-limited, unproven"
-    if step_plan.fallback:
-        status += ", deadline fallback"
-    return status
 
 
 def positive(flag: str, value: int) -> int:

@@ -1,13 +1,21 @@
 """FlexSP's cost model: time and memory of sequences on Ulysses groups of degree d.
 
 time(s, d)  = (a1 * s^2 + a2 * s) / d + comm(s, d)        (seconds, forward + backward)
-comm(s, d)  = 0 if d == 1 else 16 * num_layers * hidden * s / d / bw[d]
-             (8 all-to-alls per layer of s*hidden/d 2-byte elements per rank)
+comm(s, d)  = 0 if d == 1 else 8 * num_layers * hidden * (1 + kv(d) / H) * s / d / bw[d]
 group(S, d) = b1 + sum_{s in S} time(s, d)                 (0 for an idle group)
 memory/rank = state_bytes_per_param * num_params / N + act_bytes_per_token * tokens / d
 
-Presets are data files in ``solver/presets``; `hsp profile` writes fitted models in the
-same JSON format.
+The all-to-all volume: per layer, forward and backward each move Q and the attention
+output (H heads) and K and V (kv(d) heads each) through one all-to-all of s/d tokens x
+head_dim 2-byte elements per rank: 2 passes x 2 bytes x (2 H + 2 kv(d)) x head_dim x
+s/d = 8 hidden (1 + kv(d)/H) s/d bytes. kv(d) = max(num_kv_heads, d): K/V heads are
+split over the group when d divides num_kv_heads, replicated to d heads when
+num_kv_heads divides d. With num_kv_heads = H this is FlexSP's 16 * layers * hidden *
+s / d (8 all-to-alls of s*hidden/d 2-byte elements), so MHA presets are unchanged.
+
+Presets are data files in ``solver/presets`` in FlexSP's own units: parameter counts in
+units of 2^30, all-to-all bandwidth in MiB/ms (2^20 bytes per millisecond), as its code
+reads them. `hsp profile` writes fitted models in the CostModel JSON format.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ import numpy as np
 from solver.spec import ClusterSpec, is_power_of_two
 
 PRESETS_PACKAGE = "solver.presets"
+PARAMS_UNIT = float(1 << 30)
+"""FlexSP's parameter counts are in units of 2^30 (its memory model divides by 2^30)."""
+MIB_PER_MS = float(1 << 20) * 1e3
+"""Bytes/s of one MiB/ms, FlexSP's bandwidth unit."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +53,9 @@ class CostModel:
     num_layers: int
     hidden_size: int
     num_heads: int
+    num_kv_heads: int | None = None
+    """K/V heads (grouped-query attention); None means num_heads. Sets the K/V share of
+    the all-to-all volume."""
     a2a_bytes_per_s: dict[int, float] = field(default_factory=dict)
     """Measured all-to-all bandwidth per rank by degree (degree > 1)."""
     state_bytes_per_param: float = 16.0
@@ -53,6 +68,11 @@ class CostModel:
                 raise ValueError(f"CostModel.{name} must be >= 0, got {getattr(self, name)}")
         if self.act_bytes_per_token <= 0:
             raise ValueError("CostModel.act_bytes_per_token must be > 0")
+        kv = self.num_kv_heads
+        if kv is not None and (kv <= 0 or self.num_heads % kv):
+            raise ValueError(
+                f"CostModel.num_kv_heads={kv} must be a positive divisor of num_heads={self.num_heads}"
+            )
         for d, bw in self.a2a_bytes_per_s.items():
             if not is_power_of_two(d) or d < 2 or bw <= 0:
                 raise ValueError(f"a2a bandwidth entry {d}: {bw} needs a power-of-two degree >= 2 and bw > 0")
@@ -89,10 +109,17 @@ class CostModel:
         w = math.log2(degree / lo) / math.log2(hi / lo)
         return math.exp((1 - w) * math.log(self.a2a_bytes_per_s[lo]) + w * math.log(self.a2a_bytes_per_s[hi]))
 
+    def a2a_bytes_per_token(self, degree: int) -> float:
+        """All-to-all bytes per rank per token of a sequence on a degree-`degree` group,
+        times `degree` (the module docstring's 8 hidden (1 + kv(d)/H) per layer)."""
+        kv = self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+        kv_moved = min(self.num_heads, max(kv, degree))
+        return 8.0 * self.num_layers * self.hidden_size * (1.0 + kv_moved / self.num_heads)
+
     def comm_s(self, lengths: np.ndarray | float, degree: int) -> np.ndarray | float:
         if degree == 1:
             return np.zeros_like(np.asarray(lengths, dtype=np.float64)) if np.ndim(lengths) else 0.0
-        volume_bytes = 16.0 * self.num_layers * self.hidden_size * np.asarray(lengths, dtype=np.float64) / degree
+        volume_bytes = self.a2a_bytes_per_token(degree) * np.asarray(lengths, dtype=np.float64) / degree
         return volume_bytes / self.bandwidth(degree)
 
     def seq_time_s(self, lengths: np.ndarray | float, degree: int) -> np.ndarray | float:
@@ -156,7 +183,7 @@ class CostModel:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"cost model file {path} is not valid JSON: {err}") from None
-        if "num_params_by_max_len" in data:  # a preset-format file
+        if "num_params_gi_by_max_len" in data:  # a preset-format file
             return _from_preset_data(data, max_len=None)
         try:
             return cls.from_dict(data)
@@ -190,12 +217,13 @@ def preset_cluster(name: str, num_ranks: int) -> ClusterSpec:
         num_ranks=num_ranks,
         ranks_per_node=data["ranks_per_node"],
         num_heads=data["num_heads"],
+        num_kv_heads=data.get("num_kv_heads"),
         device_memory_bytes=data["device_memory_bytes"],
     )
 
 
 def _from_preset_data(data: dict, max_len: int | None) -> CostModel:
-    by_len = {int(k): float(v) for k, v in data["num_params_by_max_len"].items()}
+    by_len = {int(k): float(v) * PARAMS_UNIT for k, v in data["num_params_gi_by_max_len"].items()}
     keys = sorted(by_len)
     # the parameter count grows with max length (position embeddings); take the
     # smallest tabulated max length that covers the requested one
@@ -210,7 +238,8 @@ def _from_preset_data(data: dict, max_len: int | None) -> CostModel:
         num_layers=data["num_layers"],
         hidden_size=data["hidden_size"],
         num_heads=data["num_heads"],
-        a2a_bytes_per_s={int(k): float(v) * 1e9 for k, v in data["a2a_gbytes_per_s"].items()},
+        num_kv_heads=data.get("num_kv_heads"),
+        a2a_bytes_per_s={int(k): float(v) * MIB_PER_MS for k, v in data["a2a_mib_per_ms"].items()},
         state_bytes_per_param=data["state_bytes_per_param"],
         source=data["source"],
     )
@@ -235,7 +264,7 @@ def fit_cost_model(
     """Least-squares fit of a1, a2, b1 and bw[d] from (length, degree, seconds) samples.
 
     Each sample is one group running one sequence of `length` tokens at `degree` in one
-    micro-batch, so its time is b1 + (a1 s^2 + a2 s)/d + k_d s/d with k_d = 16 L H / bw[d].
+    micro-batch, so its time is b1 + (a1 s^2 + a2 s)/d + k_d s/d with k_d = a2a_bytes_per_token(d) / bw[d].
     `length` may also be a list of lengths: a group running that packed stream, whose
     time is b1 + sum over its sequences of the same terms (as `group_time_s` predicts).
     Non-negative least squares (scipy.optimize.nnls) keeps every coefficient >= 0.
@@ -258,11 +287,10 @@ def fit_cost_model(
     scale = np.maximum(np.abs(design).max(axis=0), 1e-30)
     coef, _ = nnls(design / scale, t)
     coef = coef / scale
-    volume_per_token = 16.0 * template.num_layers * template.hidden_size
     bandwidth = {}
     for k, kd in zip(comm_degrees, coef[3:]):
         # kd == 0 means communication was too small to measure: fall back to the template
-        bandwidth[k] = volume_per_token / kd if kd > 0 else template.a2a_bytes_per_s.get(k, 1e12)
+        bandwidth[k] = template.a2a_bytes_per_token(k) / kd if kd > 0 else template.a2a_bytes_per_s.get(k, 1e12)
     model = replace(
         template,
         group_fixed_s=float(coef[0]),

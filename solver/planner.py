@@ -16,15 +16,20 @@ from solver.bounds import problem_lower_bound
 from solver.cost import CostModel
 from solver.plan import StepPlan, make_plan
 from solver.spec import ClusterSpec
-from solver.strategies import STRATEGIES, build_problem
-from solver.strategies.problem import candidate_degrees
-
-_RESULT_KEYS = ("optimal", "time_limited")
+from solver.strategies.problem import build_problem
+from solver.strategies.registry import STRATEGIES
 
 
 def check_lengths(lengths, spec: ClusterSpec, cost: CostModel) -> np.ndarray:
     """The lengths as int64, or a ValueError naming the bad entry and the fix."""
     arr = np.asarray(lengths)
+    if arr.dtype == object or arr.dtype == bool:
+        bad = next((i for i, v in enumerate(arr.tolist()) if isinstance(v, bool) or not isinstance(v, (int, float))
+                    or abs(v) > np.iinfo(np.int64).max), 0)
+        raise ValueError(
+            f"sequence {bad} has length {arr.tolist()[bad]!r}; lengths must be whole token counts "
+            f"between 1 and {np.iinfo(np.int64).max:,}"
+        )
     if arr.ndim != 1:
         raise ValueError(f"lengths must be a 1-D list of token counts, got shape {arr.shape}")
     if arr.size == 0:
@@ -41,7 +46,7 @@ def check_lengths(lengths, spec: ClusterSpec, cost: CostModel) -> np.ndarray:
             "every length must be >= 1 token: drop empty sequences before planning"
         )
     capacity = cost.token_capacity(spec)
-    d_max = max(candidate_degrees(spec))
+    d_max = max(spec.degrees)
     too_long = np.flatnonzero(arr > d_max * capacity)
     if too_long.size:
         i = int(too_long[0])
@@ -60,22 +65,23 @@ def plan(lengths, spec: ClusterSpec, cost: CostModel, strategy: str = "fast", **
     static); options that belong to another strategy are ignored, so one option set can
     drive a comparison; unknown option names raise."""
     fn = _strategy(strategy)
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.thread_time()
     arr = check_lengths(lengths, spec, cost)
     prob = build_problem(arr, spec, cost)
     out = fn(prob, **_options_for(fn, options))
     bound = problem_lower_bound(prob)
-    solve_s = time.perf_counter() - began
+    info = dict(_jsonable(out.info), solve_cpu_s=time.thread_time() - began_cpu)
     return make_plan(
-        out["micro_batches"],
+        out.micro_batches,
         arr,
         spec,
         cost,
         strategy=strategy,
-        solve_s=solve_s,
+        solve_s=time.perf_counter() - began,
         lower_bound_s=bound,
-        info=_jsonable(out.get("info", {})),
-        **{k: bool(out[k]) for k in _RESULT_KEYS if k in out},
+        optimal=out.optimal,
+        time_limited=out.time_limited,
+        info=info,
     )
 
 

@@ -17,6 +17,7 @@ from solver.cost import CostModel
 from solver.plan import StepPlan, validate
 from solver.planner import plan as make_plan
 from solver.spec import ClusterSpec
+from solver.strategies.registry import BASELINES
 from solver.workloads import BatchSampler, LengthSource
 
 
@@ -25,6 +26,10 @@ class StrategyStats:
     strategy: str
     mean_step_s: float
     """Mean predicted step seconds over the simulated steps."""
+    speedup_vs_best_baseline: float | None
+    """The fastest baseline's mean step / this mean step (None when no baseline was run)."""
+    best_baseline: str | None
+    """That baseline: the non-hsp strategy (not fast or flexsp) with the lowest mean step."""
     speedup_vs_static: float | None
     """static's mean step / this mean step (None when static was not run)."""
     speedup_vs_batch_ada: float | None
@@ -32,6 +37,13 @@ class StrategyStats:
     solve_s_median: float
     """Median wall seconds of one plan() call (one global batch)."""
     solve_s_p95: float
+    solve_cpu_s_median: float
+    """Median CPU seconds (this thread) of one plan() call: what a busy machine does not inflate."""
+    solve_cpu_s_p95: float
+    lp_s_median: float | None
+    """fast: median CPU seconds per plan spent in its LP (PuLP build + HiGHS solve)."""
+    mip_gap_median: float | None
+    """flexsp: median over all micro-batches of the MILP's proven gap, 1 - bound / time."""
     lower_bound_gap: float
     """Mean over steps of predicted / lower bound - 1."""
     max_lower_bound_gap: float
@@ -77,6 +89,11 @@ class StrategyRun:
     step_s: list[float] = field(default_factory=list)
     solve_s: list[float] = field(default_factory=list)
     """Wall seconds of each plan() call (bounds included): what a driver would wait for."""
+    cpu_s: list[float] = field(default_factory=list)
+    """CPU seconds of each plan() call (the planner's own thread)."""
+    lp_s: list[float] = field(default_factory=list)
+    mip_gaps: list[float] = field(default_factory=list)
+    """Proven MILP gap of every micro-batch of every step (flexsp)."""
     gaps: list[float] = field(default_factory=list)
     optimal: list[bool] = field(default_factory=list)
     time_limited: list[bool] = field(default_factory=list)
@@ -84,6 +101,10 @@ class StrategyRun:
     def add(self, step_plan: StepPlan, wall_s: float) -> None:
         self.step_s.append(step_plan.predicted_s)
         self.solve_s.append(wall_s)
+        self.cpu_s.append(float(step_plan.info.get("solve_cpu_s", wall_s)))
+        if "lp_s" in step_plan.info:
+            self.lp_s.append(float(step_plan.info["lp_s"]))
+        self.mip_gaps += [float(g) for g in step_plan.info.get("mip_gap", [])]
         self.gaps.append(step_plan.lower_bound_gap)
         self.optimal.append(step_plan.optimal)
         self.time_limited.append(step_plan.time_limited)
@@ -132,17 +153,25 @@ def simulate(
 
 
 def summarize_runs(runs: dict[str, StrategyRun]) -> dict[str, StrategyStats]:
-    """Stats per strategy; speedups need `static` / `batch-ada` runs over the same steps."""
+    """Stats per strategy; speedups need baseline runs over the same steps."""
     mean = {s: float(np.mean(r.step_s)) for s, r in runs.items()}
+    baselines = [s for s in mean if s in BASELINES]
+    best = min(baselines, key=lambda s: mean[s]) if baselines else None
     out = {}
     for s, r in runs.items():
         out[s] = StrategyStats(
             strategy=s,
             mean_step_s=mean[s],
+            speedup_vs_best_baseline=mean[best] / mean[s] if best else None,
+            best_baseline=best,
             speedup_vs_static=mean["static"] / mean[s] if "static" in mean else None,
             speedup_vs_batch_ada=mean["batch-ada"] / mean[s] if "batch-ada" in mean else None,
             solve_s_median=float(np.median(r.solve_s)),
             solve_s_p95=float(np.percentile(r.solve_s, 95)),
+            solve_cpu_s_median=float(np.median(r.cpu_s)),
+            solve_cpu_s_p95=float(np.percentile(r.cpu_s, 95)),
+            lp_s_median=float(np.median(r.lp_s)) if r.lp_s else None,
+            mip_gap_median=float(np.median(r.mip_gaps)) if r.mip_gaps else None,
             lower_bound_gap=float(np.mean(r.gaps)),
             max_lower_bound_gap=float(np.max(r.gaps)),
             num_steps=len(r.step_s),
@@ -155,10 +184,11 @@ def summarize_runs(runs: dict[str, StrategyRun]) -> dict[str, StrategyStats]:
 
 
 def format_table(stats: dict[str, StrategyStats]) -> str:
-    """A fixed-width table, one row per strategy."""
+    """A fixed-width table, one row per strategy; the speedup over the strongest baseline first."""
+    best = next((s.best_baseline for s in stats.values() if s.best_baseline), None)
     head = (
-        f"{'strategy':<14}{'mean_step_s':>12}{'vs_static':>10}{'vs_batch_ada':>13}"
-        f"{'solve_med_s':>12}{'solve_p95_s':>12}{'lb_gap':>8}  notes"
+        f"{'strategy':<14}{'mean_step_s':>12}{'vs_best':>9}{'vs_static':>10}{'vs_batch_ada':>13}"
+        f"{'cpu_med_s':>10}{'wall_med_s':>11}{'lp_med_s':>9}{'lb_gap':>8}  notes"
     )
     rows = [head, "-" * len(head)]
     for s in stats.values():
@@ -167,11 +197,17 @@ def format_table(stats: dict[str, StrategyStats]) -> str:
             notes.append(f"{s.num_time_limited}/{s.num_steps} time-limited")
         if s.num_optimal:
             notes.append(f"{s.num_optimal}/{s.num_steps} proven optimal")
+        if s.mip_gap_median is not None:
+            notes.append(f"MIP gap median {100 * s.mip_gap_median:.2f}%")
+        lp = "-" if s.lp_s_median is None else f"{s.lp_s_median:.4f}"
         rows.append(
-            f"{s.strategy:<14}{s.mean_step_s:>12.3f}"
+            f"{s.strategy:<14}{s.mean_step_s:>12.3f}{_ratio(s.speedup_vs_best_baseline):>9}"
             f"{_ratio(s.speedup_vs_static):>10}{_ratio(s.speedup_vs_batch_ada):>13}"
-            f"{s.solve_s_median:>12.4f}{s.solve_s_p95:>12.4f}{100 * s.lower_bound_gap:>7.1f}%  {', '.join(notes)}"
+            f"{s.solve_cpu_s_median:>10.4f}{s.solve_s_median:>11.4f}{lp:>9}{100 * s.lower_bound_gap:>7.1f}%  "
+            f"{', '.join(notes)}"
         )
+    if best:
+        rows.append(f"vs_best: speedup over the strongest baseline in this run ({best})")
     return "\n".join(rows)
 
 

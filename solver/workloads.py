@@ -10,7 +10,8 @@ deterministic global batches with a max-length filter. Sources:
   longest values (the tail dominates token counts and decides the SP degrees needed).
   The built-in ``wikipedia`` workload is one, so users without the data file get the
   same shape.
-- `TruncatedParetoSource`, `LognormalSource`: synthetic, heavier-tailed than Wikipedia.
+- synthetic workloads (``solver/synthetic.py``): Pareto and lognormal tails, long
+  documents, bimodal, all-long and short-only batches, each labelled SYNTHETIC.
 - `ScaledSource`: any source with every length multiplied by a factor, e.g. the
   Wikipedia shape shrunk to a tiny model's max length.
 """
@@ -29,6 +30,8 @@ import numpy as np
 
 WIKIPEDIA_TABLE = "data/wikipedia_quantiles.json"
 _SUFFIXES = {"": 1, "k": 1_000, "m": 1_000_000}
+MAX_LENGTH = int(np.iinfo(np.int64).max)
+"""Lengths are int64 token counts."""
 
 
 def parse_length(text: str | int) -> int:
@@ -48,12 +51,16 @@ def parse_length(text: str | int) -> int:
             raise ValueError(f"length {text!r} is {exact:g} tokens, not a whole number")
     if value <= 0:
         raise ValueError(f"length {text!r} must be a positive number of tokens")
+    if value > MAX_LENGTH:
+        raise ValueError(f"length {text!r} is larger than the largest token count a plan can hold ({MAX_LENGTH:,})")
     return value
 
 
 def load_lengths(path: str | Path) -> np.ndarray:
     """A file of positive integers, one per line (blank lines and '#' comments skipped)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"lengths file {path} is a directory; give a file with one sequence length per line")
     if not path.is_file():
         raise ValueError(f"lengths file {path} does not exist")
     values: list[int] = []
@@ -70,6 +77,11 @@ def load_lengths(path: str | Path) -> np.ndarray:
                 ) from None
             if value <= 0:
                 raise ValueError(f"{path}:{number}: length {value} must be positive (a sequence has >= 1 token)")
+            if value > MAX_LENGTH:
+                raise ValueError(
+                    f"{path}:{number}: length {text[:40]} is larger than the largest token count a plan can hold "
+                    f"({MAX_LENGTH:,} = 2^63 - 1); the file needs one sequence length (in tokens) per line"
+                )
             values.append(value)
     if not values:
         raise ValueError(f"lengths file {path} holds no lengths (an empty batch); give one length per line")
@@ -164,50 +176,6 @@ class QuantileSource(LengthSource):
         return min(at_most, body_max) if at_most >= smallest else None
 
 
-class TruncatedParetoSource(LengthSource):
-    """Synthetic: Pareto(alpha) lengths >= `min_len`, truncated at `max_len` (exact inverse CDF)."""
-
-    def __init__(self, name: str, *, min_len: int, alpha: float, max_len: int) -> None:
-        if not (0 < min_len < max_len and alpha > 0):
-            raise ValueError(
-                f"Pareto workload needs 0 < min_len < max_len and alpha > 0, got {min_len}, {max_len}, {alpha}"
-            )
-        self.name, self.min_len, self.alpha, self.max_len = name, min_len, alpha, max_len
-        self.description = (
-            f"SYNTHETIC truncated Pareto: P(len > x) ~ x^-{alpha:g} for {min_len:,} <= x <= {max_len:,}"
-        )
-
-    def sample(self, num: int, rng: np.random.Generator) -> np.ndarray:
-        # scale u into [0, F(max_len)) so nothing lands above the truncation point
-        top = 1.0 - (self.min_len / self.max_len) ** self.alpha
-        u = rng.random(num) * top
-        return np.minimum(np.rint(self.min_len * (1.0 - u) ** (-1.0 / self.alpha)), self.max_len).astype(np.int64)
-
-    def longest(self, at_most: int | None = None) -> int | None:
-        if at_most is not None and at_most < self.min_len:
-            return None
-        return self.max_len if at_most is None else min(at_most, self.max_len)
-
-
-class LognormalSource(LengthSource):
-    """Synthetic: lognormal lengths (median `median_len`, log-sd `sigma`), clipped to [1, max_len]."""
-
-    def __init__(self, name: str, *, median_len: int, sigma: float, max_len: int) -> None:
-        if not (0 < median_len < max_len and sigma > 0):
-            raise ValueError(
-                f"lognormal workload needs 0 < median < max_len and sigma > 0, got {median_len}, {max_len}, {sigma}"
-            )
-        self.name, self.median_len, self.sigma, self.max_len = name, median_len, sigma, max_len
-        self.description = f"SYNTHETIC lognormal: median {median_len:,}, log-sd {sigma:g}, at most {max_len:,}"
-
-    def sample(self, num: int, rng: np.random.Generator) -> np.ndarray:
-        draws = self.median_len * np.exp(self.sigma * rng.standard_normal(num))
-        return np.clip(np.rint(draws), 1, self.max_len).astype(np.int64)
-
-    def longest(self, at_most: int | None = None) -> int | None:
-        return self.max_len if at_most is None else min(at_most, self.max_len)
-
-
 @dataclass(frozen=True)
 class ScaledSource(LengthSource):
     """`source` with every length multiplied by `factor` (rounded, at least 1 token).
@@ -242,26 +210,27 @@ class ScaledSource(LengthSource):
 
 
 def workload_names() -> list[str]:
-    return sorted(_BUILTINS)
+    from solver.synthetic import SYNTHETIC
+
+    return sorted(["wikipedia", *SYNTHETIC])
 
 
 def get_workload(name: str) -> LengthSource:
     """A built-in workload by name, or a lengths file by path (sampled with replacement)."""
-    if name in _BUILTINS:
-        return _BUILTINS[name]()
-    if Path(name).is_file():
+    from solver.synthetic import SYNTHETIC
+
+    if name == "wikipedia":
+        return QuantileSource.from_package("wikipedia", WIKIPEDIA_TABLE)
+    if name in SYNTHETIC:
+        return SYNTHETIC[name]()
+    path = Path(name)
+    if path.is_dir():
+        raise ValueError(f"workload {name!r} is a directory, not a lengths file: give a file with one length per line")
+    if path.is_file():
         return FileSource.from_file(name)
     raise ValueError(
         f"unknown workload {name!r}: choose one of {', '.join(workload_names())} or give the path of a lengths file"
     )
-
-
-_BUILTINS = {
-    "wikipedia": lambda: QuantileSource.from_package("wikipedia", WIKIPEDIA_TABLE),
-    # heavier tail than Wikipedia: p99.9 ~ 88K (Wikipedia 37K), ~60% of tokens in sequences > 4K
-    "synthetic-pareto": lambda: TruncatedParetoSource("synthetic-pareto", min_len=128, alpha=1.05, max_len=2_000_000),
-    "synthetic-lognormal": lambda: LognormalSource("synthetic-lognormal", median_len=512, sigma=1.6, max_len=2_000_000),
-}
 
 
 class BatchSampler:

@@ -14,7 +14,7 @@ DEFAULT_MAX_LEN = "192k"
 
 
 def register(subparsers) -> None:
-    from solver.strategies import STRATEGIES
+    from solver import STRATEGIES
 
     parser = subparsers.add_parser(
         "plan", help=HELP,
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"workload {source.name}, step {args.step}, seed {args.seed}, max length {max_len:,}"
     spec, cost, label = cluster_from_args(args, max_len)
     chosen = route_options(options, [strategy])[strategy]
-    if strategy == "static" and "static_degree" not in chosen and source is not None:
+    if strategy in ("static", "static-bfd") and "static_degree" not in chosen and source is not None:
         chosen["static_degree"] = workload_static_degree(source, max_len, spec, cost)
     step_plan, _ = checked_plan(lengths, spec, cost, strategy, chosen)
     if args.json:

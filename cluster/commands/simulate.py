@@ -9,7 +9,7 @@ import sys
 from cluster.commands.plan import add_model_args, add_strategy_args, cluster_from_args, planner_options, warn_unused
 
 HELP = "compare planning strategies on sampled batches (cost-model prediction)"
-DEFAULT_STRATEGIES = "static,batch-ada,megatron-dcp,flexsp,fast"
+DEFAULT_STRATEGIES = "static,batch-ada,dcp-greedy,static-bfd,batch-ada-bfd,flexsp,fast"
 
 
 def register(subparsers) -> None:
@@ -50,15 +50,17 @@ def run(args: argparse.Namespace) -> int:
     spec, cost, label = cluster_from_args(args, max_len)
     sampler = BatchSampler(source, args.batch_size, max_len, args.seed)
     options = route_options(given, strategies)
-    if "static" in strategies:
-        options["static"].setdefault("static_degree", workload_static_degree(source, max_len, spec, cost))
+    for name in ("static", "static-bfd"):
+        if name in strategies:
+            options[name].setdefault("static_degree", workload_static_degree(source, max_len, spec, cost))
     stats = _run_with_progress(sampler, spec, cost, strategies, args, options)
     header = (
         f"cost-model simulation (predicted seconds, not measured): {label}, N={spec.num_ranks} ranks, "
         f"workload {source.name}, batch {args.batch_size}, max length {max_len:,}, {args.steps} steps, seed {args.seed}"
     )
-    if "static" in strategies:
-        header += f"; static SP degree {options['static']['static_degree']}"
+    static = next((s for s in ("static", "static-bfd") if s in strategies), None)
+    if static:
+        header += f"; static SP degree {options[static]['static_degree']}"
     if args.json:
         print(json.dumps({s: st.to_dict() for s, st in stats.items()}, indent=2))
     else:

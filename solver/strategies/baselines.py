@@ -1,34 +1,53 @@
-"""Baselines: `static` (DeepSpeed-Ulysses-like), `batch-ada`, `megatron-dcp`.
+"""Baselines: one SP degree for the whole run or batch, and a dynamic-CP-style greedy.
 
-- static: one SP degree d for the whole run (default: the smallest candidate degree that
-  holds the batch's longest sequence; the simulator passes the workload's longest
-  sequence after the max-length filter via `static_degree`), N // d groups (spare ranks,
-  when d does not divide N, form degree-1 groups that stay idle), sequences packed
-  best-fit-decreasing into (micro-batch, group) bins of d * C tokens: each sequence, longest
-  first, goes to the open bin with the least token room left that still holds it, by time
-  as the tie-breaker; a new micro-batch opens when none does. `static_balance=True` also
-  tries a time-balanced refill of the same bins and keeps the faster packing.
-- batch-ada: per global batch, the single degree (among those >= the longest sequence's
-  minimum) whose static plan is fastest.
-- megatron-dcp: Megatron-Core dynamic context parallelism: each sequence gets the smallest
-  power-of-two degree that holds it; sequences, longest first, go into micro-batches in
-  order, each micro-batch's groups formed on demand; within the micro-batch a sequence
-  joins the existing group of its degree with the least s^2/d work (a new group when
-  none has room and ranks are free), the rest of the ranks become degree-1 groups.
+- `static` (DeepSpeed-Ulysses-like): one SP degree d for the whole run (default: the
+  smallest usable degree that holds the batch's longest sequence; the simulator passes
+  the workload's longest sequence after the max-length filter via `static_degree`), as
+  many degree-d groups as the cluster layout holds (spare ranks idle), sequences packed
+  into (micro-batch, group) bins of d * C tokens. Time-balanced: the better of token
+  best-fit-decreasing and a refill of the same bins longest first, each sequence to the
+  least-loaded bin (by time) with token room.
+- `static-bfd`: the FlexSP paper's static baseline, token best-fit-decreasing only (each
+  sequence, longest first, to the open bin with the least token room that holds it; a
+  new micro-batch when none does).
+- `batch-ada` / `batch-ada-bfd`: per global batch, the single degree (among those that
+  hold the longest sequence) whose `static` / `static-bfd` plan is fastest; the paper's
+  per-batch adaptive baseline is `batch-ada-bfd`.
+- `dcp-greedy`: in the spirit of dynamic context parallelism (each sequence runs on the
+  smallest power-of-two degree whose group holds it, as Megatron-Core's dynamic-CP docs
+  size CP groups by length / per-rank capacity), packed greedily: sequences longest
+  first, each into the first micro-batch where it fits, joining the existing group of
+  its degree with the least s^2/d work and token room, or opening a new group while the
+  layout has ranks for it. It is our greedy, not a port of Megatron-Core's scheduler.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+
 import numpy as np
 
-from solver.strategies.problem import Group, Problem, as_groups
+from solver.strategies.packing import earliest_finish
+from solver.strategies.problem import Group, Problem, StrategyResult, as_groups, step_time
 
 
-def plan_static(prob: Problem, *, static_degree: int | None = None, static_balance: bool = False) -> dict:
-    """`static_balance`: also try refilling BFD's micro-batches by time and keep the
-    faster packing (a stronger baseline than plain BFD)."""
+def plan_static(prob: Problem, *, static_degree: int | None = None) -> StrategyResult:
     d = _static_degree(prob, static_degree)
-    return {"micro_batches": pack_static(prob, d, balance=static_balance), "info": {"degree": d}}
+    return StrategyResult(micro_batches=pack_static(prob, d, balance=True), info={"degree": d})
+
+
+def plan_static_bfd(prob: Problem, *, static_degree: int | None = None) -> StrategyResult:
+    d = _static_degree(prob, static_degree)
+    return StrategyResult(micro_batches=pack_static(prob, d, balance=False), info={"degree": d})
+
+
+def plan_batch_ada(prob: Problem) -> StrategyResult:
+    return _best_degree(prob, balance=True)
+
+
+def plan_batch_ada_bfd(prob: Problem) -> StrategyResult:
+    return _best_degree(prob, balance=False)
 
 
 def _static_degree(prob: Problem, static_degree: int | None) -> int:
@@ -49,49 +68,60 @@ def _static_degree(prob: Problem, static_degree: int | None) -> int:
     return static_degree
 
 
-def pack_static(prob: Problem, d: int, balance: bool = False) -> list[list[Group]]:
-    """N // d groups of degree d per micro-batch, best-fit-decreasing on tokens (which
-    fixes the micro-batch count M). With `balance`, the same M x N/d bins are also
-    refilled longest first, each sequence to the least-loaded (by time) bin with token
-    room, and the faster of the two packings is kept."""
+def _best_degree(prob: Problem, balance: bool) -> StrategyResult:
+    best, best_t, times = None, np.inf, {}
+    for d in prob.degrees[int(prob.min_degree_idx.max()) :]:
+        mbs = pack_static(prob, d, balance=balance)
+        total = step_time(prob, mbs)
+        times[str(d)] = total
+        if total < best_t - 1e-12:
+            best, best_t = (d, mbs), total
+    return StrategyResult(micro_batches=best[1], info={"degree": best[0], "step_s_by_degree": times})
+
+
+def pack_static(prob: Problem, d: int, balance: bool) -> list[list[Group]]:
+    """Micro-batches of `num_groups` degree-d groups: token best-fit-decreasing (which
+    fixes the micro-batch count M), and with `balance` also the time-balanced refill of
+    the same M x num_groups bins; the faster packing is kept."""
     j = prob.degrees.index(d)
-    num_groups = prob.num_ranks // d
-    order = np.argsort(-prob.lengths, kind="stable")
-    bfd = _fill(prob, order, j, num_groups, None)
-    lpt = _fill(prob, order, j, num_groups, len(bfd) // num_groups) if balance else None
-    packs = [p for p in (bfd, lpt) if p is not None]
-    best = min(packs, key=lambda p: _static_time(prob, p, j, num_groups))
-    spare = prob.num_ranks - num_groups * d
-    mbs = [best[m * num_groups : (m + 1) * num_groups] for m in range(len(best) // num_groups)]
-    return [as_groups([d] * num_groups + [1] * spare, mb + [[] for _ in range(spare)]) for mb in mbs]
+    num_groups = int(prob.rank_caps[j]) // d
+    bins = _best_fit(prob, j, num_groups)
+    if balance:
+        refill = _balanced(prob, j, len(bins))
+        if refill is not None and _static_time(prob, refill, j, num_groups) < _static_time(prob, bins, j, num_groups):
+            bins = refill
+    mbs = [bins[m * num_groups : (m + 1) * num_groups] for m in range(len(bins) // num_groups)]
+    return [as_groups(prob.spec, [d] * num_groups, mb) for mb in mbs]
 
 
-def _fill(prob: Problem, order, j: int, num_groups: int, num_micro_batches: int | None):
-    """Bins (micro-batch-major, `num_groups` per micro-batch) of sequence ids. With
-    `num_micro_batches` None: best fit on tokens, opening micro-batches as needed;
-    otherwise least time load among that many micro-batches (None if one fits nowhere)."""
+def _best_fit(prob: Problem, j: int, num_groups: int) -> list[list[int]]:
+    """Token best-fit-decreasing into bins of d * C tokens, `num_groups` bins per
+    micro-batch (micro-batch-major); ties go to the earlier bin."""
     cap = prob.degrees[j] * prob.capacity
-    fixed = num_micro_batches is not None
-    num_bins = num_groups * (num_micro_batches or 1)
-    room = np.full(num_bins, cap, dtype=np.int64)
-    load = np.zeros(num_bins)
-    bins: list[list[int]] = [[] for _ in range(num_bins)]
-    for i in order.tolist():
+    rooms: list[tuple[int, int]] = []  # sorted (room, bin)
+    bins: list[list[int]] = []
+    for i in np.argsort(-prob.lengths, kind="stable").tolist():
         s = int(prob.lengths[i])
-        ok = room >= s
-        if not ok.any():
-            if fixed:
-                return None
-            room = np.concatenate([room, np.full(num_groups, cap, dtype=np.int64)])
-            load = np.concatenate([load, np.zeros(num_groups)])
+        k = bisect.bisect_left(rooms, (s, -1))
+        if k == len(rooms):  # open a micro-batch
+            start = len(bins)
             bins += [[] for _ in range(num_groups)]
-            ok = room >= s
-        key = load if fixed else room + load / (load.max() + 1.0)  # best fit, then least time
-        b = int(np.argmin(np.where(ok, key, np.inf)))
-        room[b] -= s
-        load[b] += prob.times[i, j]
+            for b in range(start, start + num_groups):
+                bisect.insort(rooms, (cap, b))
+            k = bisect.bisect_left(rooms, (s, -1))
+        room, b = rooms.pop(k)
         bins[b].append(i)
+        bisect.insort(rooms, (room - s, b))
     return bins
+
+
+def _balanced(prob: Problem, j: int, num_bins: int) -> list[list[int]] | None:
+    """Longest first, each sequence to the least-loaded bin with token room."""
+    order = np.argsort(-prob.lengths, kind="stable").tolist()
+    rows = [[t] for t in prob.times[:, j].tolist()]
+    room = [prob.degrees[j] * prob.capacity] * num_bins
+    members, _, _, left = earliest_finish(order, prob.lengths.tolist(), rows, [0] * prob.n, room, [0] * num_bins)
+    return None if left else members
 
 
 def _static_time(prob: Problem, bins, j: int, num_groups: int) -> float:
@@ -99,51 +129,79 @@ def _static_time(prob: Problem, bins, j: int, num_groups: int) -> float:
     return float(loads.max(axis=1).sum())
 
 
-def plan_batch_ada(prob: Problem, *, static_balance: bool = False) -> dict:
-    best, best_t, times = None, np.inf, {}
-    for d in prob.degrees[int(prob.min_degree_idx.max()) :]:
-        mbs = pack_static(prob, d, balance=static_balance)
-        total = sum(max(prob.group_time(ids, dd) for _, dd, ids in mb) for mb in mbs)
-        times[str(d)] = total
-        if total < best_t - 1e-12:
-            best, best_t = (d, mbs), total
-    return {"micro_batches": best[1], "info": {"degree": best[0], "step_s_by_degree": times}}
-
-
-def plan_megatron_dcp(prob: Problem) -> dict:
-    cap = prob.capacity
-    mbs: list[dict] = []  # each: {"groups": [[degree, tokens, work, ids]], "ranks": used ranks}
+def plan_dcp_greedy(prob: Problem) -> StrategyResult:
+    mbs: list[_DcpMicroBatch] = []
+    most_room, used = np.zeros(0), np.zeros(0)  # per micro-batch: the quick test of `place`
     for i in np.argsort(-prob.lengths, kind="stable").tolist():
-        s = int(prob.lengths[i])
-        d = prob.min_degree(i)
-        work = float(s) * s / d
-        for mb in mbs:
-            if _dcp_place(mb, i, s, d, work, cap, prob.num_ranks):
-                break
-        else:
-            mbs.append({"groups": [], "ranks": 0})
-            _dcp_place(mbs[-1], i, s, d, work, cap, prob.num_ranks)
-    out = []
-    for mb in mbs:
-        degrees = [g[0] for g in mb["groups"]] + [1] * (prob.num_ranks - mb["ranks"])
-        members = [g[3] for g in mb["groups"]] + [[] for _ in range(prob.num_ranks - mb["ranks"])]
-        out.append(as_groups(degrees, members))
-    return {"micro_batches": out, "info": {}}
+        s, j = int(prob.lengths[i]), int(prob.min_degree_idx[i])
+        maybe = np.flatnonzero((most_room >= s) | (used + prob.degrees[j] <= prob.num_ranks)).tolist()
+        k = next((k for k in maybe if mbs[k].place(i, s, j)), None)
+        if k is None:
+            mbs.append(_DcpMicroBatch(prob))
+            mbs[-1].place(i, s, j)
+            k = len(mbs) - 1
+            most_room, used = np.append(most_room, 0.0), np.append(used, 0.0)
+        for m in [k, *maybe]:  # what the tried ones learned about their room
+            most_room[m], used[m] = mbs[m].most_room, mbs[m].used
+    out = [as_groups(prob.spec, mb.group_degrees, mb.members) for mb in mbs]
+    return StrategyResult(micro_batches=out)
 
 
-def _dcp_place(mb: dict, i: int, s: int, d: int, work: float, cap: int, num_ranks: int) -> bool:
-    """Put sequence i into the least-loaded (by s^2/d) group of degree d with token room,
-    else open a new group of degree d if free ranks remain; False if neither."""
-    fitting = [g for g in mb["groups"] if g[0] == d and g[1] + s <= d * cap]
-    if num_ranks - mb["ranks"] >= d and (not fitting or min(g[2] for g in fitting) > 0):
-        mb["groups"].append([d, 0, 0.0, []])
-        mb["ranks"] += d
-        fitting = [mb["groups"][-1]]
-    if not fitting:
-        return False
-    g = min(fitting, key=lambda g: g[2])
-    g[1] += s
-    g[2] += work
-    g[3].append(i)
-    return True
+class _DcpMicroBatch:
+    """Groups opened so far in one micro-batch. Per degree, a heap by s^2/d work of the
+    groups with room for the current sequence and a heap by room of the others (lengths
+    only fall, so a group moves back once sequences are short enough)."""
 
+    def __init__(self, prob: Problem):
+        self.prob = prob
+        self.caps = prob.rank_caps.tolist()
+        self.covered = [0] * len(prob.degrees)  # ranks of groups of degree >= degrees[j] (j >= 1)
+        self.used = 0
+        self.group_degrees: list[int] = []
+        self.members: list[list[int]] = []
+        self.room: list[int] = []
+        self.work: list[float] = []
+        self.most_room = 0  # an upper bound on every group's token room
+        self.active: dict[int, list[tuple[float, int]]] = {}  # (work, group)
+        self.parked: dict[int, list[tuple[int, int]]] = {}  # (-room, group)
+
+    def can_open(self, j: int) -> bool:
+        d = self.prob.degrees[j]
+        if self.used + d > self.prob.num_ranks:
+            return False
+        return all(self.covered[k] + d <= self.caps[k] for k in range(1, j + 1))
+
+    def place(self, i: int, s: int, j: int) -> bool:
+        """Open a new group of degree index j if the layout has ranks for it, else join
+        the least-loaded group of that degree with token room; False if neither."""
+        if self.most_room < s and self.used + self.prob.degrees[j] > self.prob.num_ranks:
+            return False  # quick exit: a full micro-batch is tried by every later sequence
+        d = self.prob.degrees[j]
+        heap = self.active.setdefault(j, [])
+        waiting = self.parked.setdefault(j, [])
+        if self.can_open(j):
+            g = len(self.members)
+            self.used += d
+            for k in range(1, j + 1):
+                self.covered[k] += d
+            self.group_degrees.append(d)
+            self.members.append([])
+            self.room.append(d * self.prob.capacity)
+            self.most_room = max(self.most_room, d * self.prob.capacity)
+            self.work.append(0.0)
+            heapq.heappush(heap, (0.0, g))
+        while waiting and -waiting[0][0] >= s:
+            g = heapq.heappop(waiting)[1]
+            heapq.heappush(heap, (self.work[g], g))
+        while heap and self.room[heap[0][1]] < s:
+            g = heapq.heappop(heap)[1]
+            heapq.heappush(waiting, (-self.room[g], g))
+        if not heap:
+            self.most_room = max(self.room, default=0)  # exact again
+            return False
+        g = heapq.heappop(heap)[1]
+        self.members[g].append(i)
+        self.room[g] -= s
+        self.work[g] += float(s) * s / d
+        heapq.heappush(heap, (self.work[g], g))
+        return True

@@ -1,265 +1,189 @@
-"""`fast`: the default planner. Exact lengths, no MILP, milliseconds per batch.
+"""`fast`: the default planner. An LP over each micro-batch's length histogram, then
+rounding, an exact assignment on real lengths and a local search; milliseconds per batch.
 
 Per step:
-1. Micro-batch counts M0 .. M0 + `num_extra_micro_batches` (M0 from token capacity);
-   for each, candidate splits: FlexSP's sorted min-max linear partition and interleaved
-   splits (longest first, each to the micro-batch whose estimated time grows least),
-   which mix short sequences in with long ones as filler.
-2. Every split is scored by its micro-batches' best starting shape (`shape.py`: the
-   shapes a fluid relaxation proposes, plus one-degree shapes, scored by placing long
-   sequences exactly and short ones as a fluid).
-3. The best NUM_SHAPED_SPLITS splits get a full shape search (merge/split/grow/shrink
-   hill-climb) and an exact assignment on their best shapes: longest first, each
-   sequence to the group that finishes it earliest (degree holds it, token room left).
-4. The fastest exact plan gets a local search (moves and swaps out of the slowest
-   group of each micro-batch).
+1. Micro-batch counts M0 .. M0 + extra (M0 from token capacity; more while a micro-batch
+   costs little next to the step, or while packing fails). For each count, candidate
+   splits (`splits.py`): FlexSP's sorted min-max partition, interleaved splits that mix
+   short sequences in with long ones as filler, and critical-first splits (the longest
+   sequence's micro-batch filled up to its finish time).
+2. Every split is scored cheaply by its micro-batches' best starting shape (`shape.py`).
+3. The best NUM_SHAPED_SPLITS splits get the LP (`lp.py`, PuLP + HiGHS): per micro-batch,
+   how much of each length bucket runs at each degree and how many ranks each degree
+   gets. Its rounded shapes seed a shape hill-climb; the best shapes get an exact
+   assignment: longest first, each sequence to the group that finishes it earliest.
+4. The fastest exact plan gets a local search (moves and swaps out of the slowest group
+   of each micro-batch), then moves between micro-batches (`rebalance.py`).
+5. The baselines plan the same batch (milliseconds); `fast` returns the fastest plan of
+   all, so it is never slower than a baseline.
 Deterministic: no randomness, ties break by index.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from solver.strategies.blaster import blast_greedy
-from solver.strategies.packing import assign_earliest_finish, local_search
-from solver.strategies.problem import Group, Problem, as_groups, min_micro_batches
+from solver.strategies.baselines import plan_batch_ada, plan_dcp_greedy, plan_static
+from solver.strategies.lp import rounded_shapes, solve_shapes
+from solver.strategies.packing import assign, local_search, makespan
+from solver.strategies.problem import Problem, StrategyResult, as_groups, min_micro_batches, step_time
+from solver.strategies.rebalance import rebalance
 from solver.strategies.shape import ShapeScorer, search_shape, tiling
+from solver.strategies.splits import fluid_time, splits_for
 
 NUM_EXACT_SHAPES = 2
-"""Best-scored shapes per micro-batch that get an exact assignment."""
-NUM_SHAPED_SPLITS = 2
-"""Best-scored splits whose micro-batches get an exact assignment."""
-SPLIT_TOKEN_SHARE = 0.9
-"""Interleaved splits fill a micro-batch to at most this share of N * C tokens when the
-batch allows, leaving the exact assignment room to pack tokens."""
-FLOOR_SHARES = (0.0, 0.5)
-"""Interleaved-split variants: how much of the cluster a long sequence is assumed to use."""
+"""Best-scored shapes per micro-batch that get an exact assignment (more if packing fails)."""
+MAX_EXACT_SHAPES = 6
+"""At most this many while every shape leaves sequences out (they spill)."""
+NUM_SHAPED_SPLITS = 1
+"""Best-scored splits that get the LP and an exact assignment (besides the best
+baseline's micro-batches)."""
+MEMORY_BOUND_FILL = 0.9
+"""Splits into m micro-batches are tried only where the batch needs at most 90% of their
+token capacity: fuller ones cannot be packed without spilling. A batch for which no count
+qualifies is memory-bound, and only the baselines' micro-batches (which open micro-batches
+as packing needs) are realised and improved."""
+LP_MIN_SEQUENCES = 8
+CLIMB_STEPS = 6
+"""Shape hill-climb moves per micro-batch, from the LP's rounded shapes."""
+BASELINES = {"static": plan_static, "batch-ada": plan_batch_ada, "dcp-greedy": plan_dcp_greedy}
 
 
-def plan_fast(prob: Problem, *, num_extra_micro_batches: int = 1, local_search_rounds: int = 200, seed: int = 0) -> dict:
-    """Returns {"micro_batches": [[Group, ...], ...], "info": {...}}. `seed` is accepted
-    for interface symmetry; the method has no randomness."""
+def plan_fast(prob: Problem, *, num_extra_micro_batches: int = 1, local_search_rounds: int = 200,
+              seed: int = 0) -> StrategyResult:
+    """`seed` is accepted for interface symmetry; the method has no randomness."""
     del seed
     if num_extra_micro_batches < 0 or local_search_rounds < 0:
         raise ValueError(
             f"num_extra_micro_batches ({num_extra_micro_batches}) and local_search_rounds "
             f"({local_search_rounds}) must be >= 0"
         )
+    stats = {"lp_s": 0.0, "lp_solves": 0}
+    began = time.thread_time()
+    baselines = {name: fn(prob).micro_batches for name, fn in BASELINES.items()}
+    stats["baselines_s"] = time.thread_time() - began
+    total, mbs, info = _search(prob, _counts(prob, num_extra_micro_batches), baselines, local_search_rounds, stats)
+    for name, other in baselines.items():  # never slower than a baseline
+        other_total = step_time(prob, other)
+        if other_total < total * (1 - 1e-9):
+            total, mbs = other_total, other
+            info = {"num_micro_batches": len(other), "split": name, "source": f"baseline {name}"}
+    return StrategyResult(micro_batches=mbs, info={**info, **stats})
+
+
+def _counts(prob: Problem, extra: int) -> list[int]:
+    """Micro-batch counts to try: M0 .. M0 + extra. (Memory-bound batches that pack
+    better with more micro-batches get them from the spill in `realise` and from the
+    baselines' splits, which open micro-batches as packing needs.)"""
     m0 = min_micro_batches(prob)
-    counts = list(range(m0, min(m0 + num_extra_micro_batches, prob.n) + 1))
-    while True:
-        planned = _plan_counts(prob, counts)
-        if planned or counts[-1] >= prob.n:
-            break
-        counts = [min(prob.n, 2 * counts[-1])]  # rare: token packing failed; try more micro-batches
-    if not planned:
-        return _one_per_micro_batch(prob)
-    total, info, chunks, mbs = min(planned, key=lambda c: c[0])
-    out = [polish(prob, ids, mb, local_search_rounds) for ids, mb in zip(chunks, mbs)]
-    return {"micro_batches": out, "info": info}
+    return list(range(m0, min(m0 + extra, prob.n) + 1))
 
 
-def _plan_counts(prob: Problem, counts: list[int]) -> list:
-    """Exact plans (total, info, chunks, assignments) of the best-scored splits into any
-    of `counts` micro-batches; empty if none could be packed."""
-    splits, seen = [], set()  # (M, split name, chunks), distinct splits only
-    for m in counts:
-        for name, chunks in _splits(prob, m):
+def _search(prob: Problem, counts: list[int], baselines: dict, rounds: int, stats: dict):
+    """(total, micro-batches, info) of the best plan over the splits: the best-scored
+    ones and the best baseline's own micro-batches (its groups kept where they win)."""
+    splits, seen = [], set()
+    for m in (m for m in counts if _fill(prob, m) <= MEMORY_BOUND_FILL):
+        for name, chunks in splits_for(prob, m):
             key = tuple(tuple(c.tolist()) for c in chunks)
             if key not in seen:
                 seen.add(key)
                 splits.append((m, name, chunks))
-    planned = []
-    for _, m, name, chunks in sorted(_quick_scores(prob, splits), key=lambda c: c[0]):
-        shapes = [search_shape(_scorer(prob, ids)) for ids in chunks]
-        mbs = [exact_assignment(prob, ids, sh) for ids, sh in zip(chunks, shapes)]
-        if all(mb is not None for mb in mbs):
-            total = sum(mb[2] + prob.b1 for mb in mbs)
-            planned.append((total, {"num_micro_batches": m, "split": name}, chunks, mbs))
-            if len(planned) >= NUM_SHAPED_SPLITS:
-                break
-    return planned
+    scored = sorted(_quick_scores(prob, splits), key=lambda c: c[0])
+    tries = [(name, chunks, None) for _, _, name, chunks in scored[:NUM_SHAPED_SPLITS]]
+    name, warm = min(baselines.items(), key=lambda kv: step_time(prob, kv[1]))
+    tries.append((name, [np.asarray(sorted(i for g in mb for i in g[2]), dtype=np.int64) for mb in warm], warm))
+    best = None
+    for name, chunks, warm in tries:
+        subs = [prob.subset(ids) for ids in chunks]
+        realised = realise(prob, chunks, _lp_proposals(subs, stats), warm)
+        total = sum(prob.b1 + makespan(sub, g, mem) for _, sub, g, mem in realised)
+        if best is None or total < best[0] - 1e-12:
+            best = (total, {"num_micro_batches": len(realised), "split": name, "source": "lp"}, realised)
+    _, info, realised = best
+    polished = []
+    for ids, sub, group_idx, members in realised:
+        members = local_search(sub, group_idx, members, rounds)
+        polished.append((group_idx, [ids[m].tolist() for m in members]))
+    polished = [mb for mb in rebalance(prob, polished) if any(mb[1])]
+    mbs = [as_groups(prob.spec, [prob.degrees[j] for j in g], members) for g, members in polished]
+    info["num_micro_batches"] = len(mbs)
+    return step_time(prob, mbs), mbs, info
+
+
+def _fill(prob: Problem, m: int) -> float:
+    """Share of the token capacity of m micro-batches the batch needs."""
+    return float(prob.lengths.sum()) / (m * prob.num_ranks * prob.capacity)
+
+
+def _lp_proposals(subs: list[Problem], stats: dict) -> list[list[np.ndarray]]:
+    """The LP's rounded shapes per micro-batch (one LP for all of them). Micro-batches of
+    fewer than LP_MIN_SEQUENCES sequences skip it: each of their sequences is a bucket
+    of its own, and the shape search's starts already cover them."""
+    big = [k for k, sub in enumerate(subs) if sub.n >= LP_MIN_SEQUENCES]
+    out: list[list[np.ndarray]] = [[] for _ in subs]
+    if big:
+        shapes, lp_s, solves = solve_shapes([subs[k] for k in big], [fluid_time(subs[k]) for k in big])
+        stats["lp_s"] += lp_s
+        stats["lp_solves"] += solves
+        for k, shape in zip(big, shapes):
+            out[k] = rounded_shapes(subs[k], shape)
+    return out
+
+
+def realise(prob: Problem, chunks: list[np.ndarray], proposals: list[list[np.ndarray]], warm=None) -> list:
+    """Exact assignments [(ids, sub, group degree indices, local members)] of the chunks
+    on their best shapes, or on `warm`'s groups of the chunk where those are faster. A
+    sequence that finds no room spills into the next micro-batch; what is left after the
+    last one gets micro-batches of its own."""
+    out, carry = [], np.zeros(0, dtype=np.int64)
+    queue = [(np.asarray(ids, dtype=np.int64), props, None if warm is None else warm[k])
+             for k, (ids, props) in enumerate(zip(chunks, proposals))]
+    while queue or carry.size:
+        ids, props, groups = queue.pop(0) if queue else (np.zeros(0, dtype=np.int64), [], None)
+        ids = np.concatenate([carry, ids])
+        sub = prob.subset(ids)
+        group_idx, members, left = exact_assignment(sub, search_shape(ShapeScorer(sub), CLIMB_STEPS, props))
+        if len(left) == sub.n:  # nothing placed: the longest runs alone on its smallest degree
+            j = int(sub.min_degree_idx[int(np.argmax(sub.lengths))])
+            group_idx, members, left = exact_assignment(sub, [np.eye(len(sub.degrees), dtype=np.int64)[j] * (j > 0)])
+        if groups is not None and not carry.size:
+            mine = (len(left), makespan(sub, group_idx, members))
+            local = {int(i): k for k, i in enumerate(ids)}
+            theirs = ([prob.degrees.index(d) for _, d, _ in groups], [[local[i] for i in g] for _, _, g in groups])
+            if mine > (0, makespan(sub, *theirs)):
+                group_idx, members, left = theirs[0], theirs[1], []
+        carry = ids[np.asarray(left, dtype=np.int64)]
+        if left:  # keep only the placed sequences in this micro-batch
+            keep = np.setdiff1d(np.arange(sub.n), left)
+            local = np.full(sub.n, -1, dtype=np.int64)
+            local[keep] = np.arange(len(keep))
+            members = [local[np.asarray(m, dtype=np.int64)].tolist() for m in members]
+            ids, sub = ids[keep], prob.subset(ids[keep])
+        out.append((ids, sub, group_idx, members))
+    return out
 
 
 def _quick_scores(prob: Problem, splits):
-    """(score, M, name, chunks): each split scored by its micro-batches' best starting shape."""
+    """(score, M, name, chunks): each split scored by its micro-batches' fluid times."""
     for m, name, chunks in splits:
-        scorers = [_scorer(prob, ids) for ids in chunks]
-        shapes = [search_shape(sc, climb_steps=0) for sc in scorers]
-        if all(shapes):
-            yield sum(prob.b1 + sc.score(sh[0]) for sc, sh in zip(scorers, shapes)), m, name, chunks
+        yield sum(prob.b1 + fluid_time(prob.subset(ids)) for ids in chunks), m, name, chunks
 
 
-def _one_per_micro_batch(prob: Problem) -> dict:
-    """Every sequence fits a group alone, so one sequence per micro-batch always works."""
-    mbs = []
-    for i in range(prob.n):
-        ids = np.asarray([i])
-        mb = exact_assignment(prob, ids, search_shape(_scorer(prob, ids)))
-        mbs.append(polish(prob, ids, mb, 0))
-    return {"micro_batches": mbs, "info": {"num_micro_batches": prob.n, "split": "one-per-micro-batch"}}
-
-
-def _splits(prob: Problem, m: int):
-    chunks = sorted_split(prob, m)
-    if chunks is not None:
-        yield "sorted", chunks
-    for share in FLOOR_SHARES:
-        chunks = interleaved_split(prob, m, share)
-        if chunks is not None:
-            yield f"interleaved@{share:g}", chunks
-
-
-def fluid_time(prob: Problem, ids: np.ndarray, iters: int = 30) -> float:
-    """Least T such that running every sequence on its cheapest degree (in rank-seconds)
-    among those that finish within T needs at most N * T rank-seconds: a fluid estimate
-    of a micro-batch's makespan (without b1) that sees long sequences' floors."""
-    times = prob.times[ids]
-    rank_s = prob.rank_seconds()[ids]  # (m, D)
-
-    def fits(t: float) -> bool:
-        need = np.where(times <= t, rank_s, np.inf).min(axis=1)
-        return bool(np.isfinite(need).all()) and float(need.sum()) <= prob.num_ranks * t
-
-    feasible = np.isfinite(rank_s)
-    lo = float(np.where(feasible, times, np.inf).min(axis=1).max())
-    lo = max(lo, float(rank_s.min(axis=1).sum()) / prob.num_ranks)
-    hi = max(lo, float(np.where(feasible, times, 0).max(axis=1).sum()))
-    if fits(lo):
-        return lo
-    for _ in range(iters):
-        if hi - lo <= 1e-3 * hi:
-            break
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi
-
-
-def _scorer(prob: Problem, ids: np.ndarray) -> ShapeScorer:
-    return ShapeScorer(prob.times[ids], prob.lengths[ids], prob.min_degree_idx[ids], prob.degrees, prob.capacity, prob.num_ranks)
-
-
-def sorted_split(prob: Problem, m: int) -> list[np.ndarray] | None:
-    order = np.argsort(prob.lengths, kind="stable")
-    work = prob.rank_seconds().min(axis=1)
-    return blast_greedy(order, work, prob.lengths, m, prob.num_ranks * prob.capacity)
-
-
-def interleaved_split(prob: Problem, m: int, floor_share: float) -> list[np.ndarray] | None:
-    """Longest first, each sequence to the micro-batch whose estimated time grows least
-    (ties: the smaller estimate), among those with token room.
-
-    A sequence is *long* if even on its smallest degree it runs longer than an even
-    share of the step's work (work / (N M)); with floor_share > 0 a long sequence is
-    assumed to run on the largest degree <= floor_share * N (at least its smallest),
-    taking that many ranks for its time (its floor). A micro-batch's estimate is
-    max(largest floor, other work / ranks left), so filler flows into a micro-batch whose
-    long sequence leaves ranks idle. floor_share 0: plain balancing of work / N."""
-    cap = int(SPLIT_TOKEN_SHARE * prob.num_ranks * prob.capacity)
-    if m * cap < int(prob.lengths.sum()):
-        cap = prob.num_ranks * prob.capacity
-    work_arr = prob.rank_seconds().min(axis=1)
-    floor_arr, reserve_arr = _floors(prob, floor_share, float(work_arr.sum()) / (prob.num_ranks * m))
-    work, floor, reserve = work_arr.tolist(), floor_arr.tolist(), reserve_arr.tolist()
-    lengths = prob.lengths.tolist()
-    n_ranks = prob.num_ranks
-    load, top, held, room = [0.0] * m, [0.0] * m, [0] * m, [cap] * m
-    parts: list[list[int]] = [[] for _ in range(m)]
-
-    for i in np.argsort(-prob.lengths, kind="stable").tolist():
-        size, best_k, best_key = lengths[i], -1, None
-        for k in range(m):
-            if room[k] < size:
-                continue
-            # estimate = max(top, load / free ranks), or top + load / N when no rank is free
-            free = n_ranks - held[k]
-            before = max(top[k], load[k] / free) if free > 0 else top[k] + load[k] / n_ranks
-            if reserve[i]:
-                top_k, free = max(top[k], floor[i]), n_ranks - min(n_ranks, held[k] + reserve[i])
-                after = max(top_k, load[k] / free) if free > 0 else top_k + load[k] / n_ranks
-            else:
-                after = max(top[k], (load[k] + work[i]) / free) if free > 0 else top[k] + (load[k] + work[i]) / n_ranks
-            key = (after - before, after)
-            if best_key is None or key < best_key:
-                best_k, best_key = k, key
-        if best_k < 0:
-            return None
-        parts[best_k].append(i)
-        room[best_k] -= size
-        if reserve[i]:
-            top[best_k] = max(top[best_k], floor[i])
-            held[best_k] = min(n_ranks, held[best_k] + reserve[i])
-        else:
-            load[best_k] += work[i]
-    if any(not p for p in parts):
-        return None
-    return [np.asarray(sorted(p), dtype=np.int64) for p in parts]
-
-
-def _floors(prob: Problem, share: float, even_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """(floor seconds, ranks held) of each long sequence; zeros for the others."""
-    if share <= 0:
-        return np.zeros(prob.n), np.zeros(prob.n, dtype=np.int64)
-    allowed = max([j for j, d in enumerate(prob.degrees) if d <= share * prob.num_ranks], default=0)
-    col = np.maximum(prob.min_degree_idx, allowed)
-    rows = np.arange(prob.n)
-    long = prob.times[rows, prob.min_degree_idx] > even_s
-    floor = np.where(long, prob.times[rows, col], 0.0)
-    held = np.where(long, np.asarray(prob.degrees)[col], 0)
-    return floor, held
-
-
-def exact_assignment(prob: Problem, ids: np.ndarray, shapes: list[np.ndarray]):
-    """Earliest-finish assignment of the sequences `ids` on the best of the first
-    NUM_EXACT_SHAPES shapes that admit one: (group degree indices, local members, max
-    load) or None."""
-    ids = np.asarray(ids, dtype=np.int64)
-    return exact_on_arrays(
-        prob.times[ids], prob.lengths[ids], prob.min_degree_idx[ids], prob.degrees, prob.capacity, prob.num_ranks, shapes
-    )
-
-
-def exact_on_arrays(times, lengths, min_idx, degrees, capacity, num_ranks, shapes):
+def exact_assignment(sub: Problem, shapes: list[np.ndarray]):
+    """Earliest-finish assignment on the best of the first NUM_EXACT_SHAPES shapes (up to
+    MAX_EXACT_SHAPES while every one leaves sequences out): (group degree indices, local
+    members, local ids left out), fewest tokens left out first, then the smallest makespan."""
     best, tried = None, 0
     for counts in shapes:
-        group_idx = tiling(counts, degrees, num_ranks)
-        members = assign_earliest_finish(times, lengths, min_idx, group_idx, degrees, capacity)
-        if members is None:  # tokens are tight: place by token room first
-            members = assign_earliest_finish(times, lengths, min_idx, group_idx, degrees, capacity, by_room=True)
-        if members is None:
-            continue
-        span = _makespan(times, group_idx, members)
-        if best is None or span < best[2] - 1e-12:
-            best = (group_idx, members, span)
+        group_idx = tiling(counts, sub.degrees, sub.num_ranks)
+        members, left = assign(sub, group_idx)
+        key = (int(sub.lengths[left].sum()), makespan(sub, group_idx, members))
+        if best is None or key < best[0]:
+            best = (key, group_idx, members, left)
         tried += 1
-        if tried >= NUM_EXACT_SHAPES:
+        if tried >= NUM_EXACT_SHAPES and best[0][0] == 0 or tried >= MAX_EXACT_SHAPES:
             break
-    return best
-
-
-def polish(prob: Problem, ids: np.ndarray, assigned, local_search_rounds: int) -> list[Group]:
-    """Local search on an exact assignment, then concrete aligned groups."""
-    ids = np.asarray(ids, dtype=np.int64)
-    group_idx, members, _ = assigned
-    if local_search_rounds > 0:
-        members = local_search(
-            prob.times[ids], prob.lengths[ids], prob.min_degree_idx[ids], group_idx, prob.degrees,
-            prob.capacity, members, local_search_rounds,
-        )
-    return as_groups([prob.degrees[j] for j in group_idx], [ids[m].tolist() for m in members])
-
-
-def shape_and_assign(times, lengths, min_idx, degrees, capacity, num_ranks, *, local_search_rounds=200):
-    """Shape search, exact assignment and local search on local arrays (flexsp's warm
-    start): (group degrees, local members, max load) or None."""
-    scorer = ShapeScorer(times, lengths, min_idx, degrees, capacity, num_ranks)
-    best = exact_on_arrays(times, lengths, min_idx, degrees, capacity, num_ranks, search_shape(scorer))
-    if best is None:
-        return None
-    group_idx, members, _ = best
-    members = local_search(times, lengths, min_idx, group_idx, tuple(degrees), capacity, members, local_search_rounds)
-    return [degrees[j] for j in group_idx], members, _makespan(times, group_idx, members)
-
-
-def _makespan(times, group_idx, members) -> float:
-    return max((float(times[m, j].sum()) for j, m in zip(group_idx, members) if m), default=0.0)
+    return best[1], best[2], best[3]

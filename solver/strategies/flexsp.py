@@ -1,37 +1,42 @@
-"""`flexsp`: the FlexSP planner (arXiv 2412.01523), faithful to the paper's pipeline.
+"""`flexsp`: the FlexSP planner (arXiv 2412.01523): Blaster micro-batching, bucketing,
+a makespan MILP per micro-batch, solved by HiGHS to a proven gap.
 
-1. Sequence Blaster: sort, cut into M = M0 .. M0 + k micro-batches (linear-partition DP,
-   `blaster.blast`), keep the M whose plan is fastest.
-2. Per micro-batch, DP bucketing (`blaster.bucket_bounds`): each length is represented
-   by its bucket's upper bound, for both time and memory (so any concrete assignment of
-   a bucket's sequences is at least as fast and as small as the MILP thinks).
-3. The MILP over candidate groups p (N/d slots of every candidate degree d):
-       min T
-       s.t.  sum_p n[k,p] = count_k                             every bucket assigned
-             n[k,p] = 0 unless d_p >= min degree of bucket k     (variable not created)
-             sum_k U_k n[k,p] <= d_p C used[p]                   token capacity
-             b1 used[p] + sum_k t(U_k, d_p) n[k,p] <= T          makespan
-             sum_p d_p used[p] = N                               exact tiling
-             used[p] >= used[p+1] for slots of one degree        symmetry breaking
-   n integer, used binary, T continuous; solved by HiGHS (`WarmHiGHS`, one thread) with
-   a time limit and a warm start from the greedy shape-and-assign on bucketed lengths.
-   A time-limited stop with an incumbent is detected from `problem.sol_status`
-   (`LpSolutionIntegerFeasible` vs `LpSolutionOptimal`).
-4. Used slots become aligned rank ranges (largest degree first, consecutive), and each
-   bucket's sequences are dealt to the slots in the MILP's counts.
+1. Sequence Blaster: sort, cut into M = M0 .. M0 + k micro-batches (the linear-partition
+   DP `blaster.blast`, or its bisection twin for large batches), keep the fastest M. A
+   micro-batch whose tokens cannot be packed into groups is cut in two.
+2. Per micro-batch, a warm start: `fast`'s LP shapes, exact assignment and local search
+   on this micro-batch.
+3. The collapsed MILP (`milp.py`): groups per degree and bucket counts per degree, on
+   FlexSP's DP buckets with lower representatives, from the warm start, with the proven
+   lower bound as a floor; HiGHS (one thread) until the relative gap or the time limit.
+4. Exact-length polish: each bucket's longest members go to the largest degrees the
+   MILP chose, earliest finish within each degree's groups, then the local search; the
+   faster of this and the warm start is kept.
+Per micro-batch, info["mip_gap"] is the proven gap 1 - (b1 + MILP bound) / (b1 + its
+time): the plan is within that share of the best possible for the micro-batch's
+sequences. Where it departs from FlexSP: FlexSP's MILP has a slot per candidate group and
+uses bucket upper bounds; collapsing the slots removes their symmetry (so the MILP closes
+its gap instead of idling at the root), lower representatives make its bound a proven
+bound, and the polish puts the exact lengths back.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import pulp
 
-from solver.strategies.blaster import blast, bucket_bounds
-from solver.strategies.fast import shape_and_assign
-from solver.strategies.highs import WarmHiGHS
-from solver.strategies.problem import Group, Problem, as_groups, min_micro_batches
+from solver.bounds import busy_lower_bound
+from solver.strategies import milp
+from solver.strategies.blaster import blast, blast_greedy
+from solver.strategies.fast import exact_assignment
+from solver.strategies.lp import rounded_shapes, solve_shapes
+from solver.strategies.packing import assign, earliest_finish, local_search, makespan
+from solver.strategies.problem import Problem, StrategyResult, as_groups, min_micro_batches
+from solver.strategies.shape import ShapeScorer, search_shape, tiling
+from solver.strategies.splits import fluid_time
+
+DP_BLAST_MAX_N = 1024
+"""Above this many sequences, Blaster's O(M n^2) DP is replaced by its bisection twin."""
+OPTIMAL_GAP = 1e-4
 
 
 def plan_flexsp(
@@ -41,9 +46,8 @@ def plan_flexsp(
     num_extra_micro_batches: int = 1,
     num_buckets: int = 16,
     mip_rel_gap: float = 1e-4,
-) -> dict:
-    """Returns {"micro_batches", "optimal", "time_limited", "info"}. `solve_time_limit_s`
-    bounds each micro-batch's MILP."""
+) -> StrategyResult:
+    """`solve_time_limit_s` bounds each micro-batch's MILP."""
     if solve_time_limit_s <= 0:
         raise ValueError(f"solve_time_limit_s must be > 0, got {solve_time_limit_s}")
     if num_extra_micro_batches < 0 or num_buckets < 1 or not 0 <= mip_rel_gap < 1:
@@ -52,171 +56,109 @@ def plan_flexsp(
             f"(got {num_buckets}) and 0 <= mip_rel_gap < 1 (got {mip_rel_gap})"
         )
     order = np.argsort(prob.lengths, kind="stable")
-    work = prob.rank_seconds().min(axis=1)
-    cap = prob.num_ranks * prob.capacity
+    cut = blast if prob.n <= DP_BLAST_MAX_N else blast_greedy
     m0 = min_micro_batches(prob)
     best, tried = None, []
-    for m in range(m0, prob.n + 1):
-        chunks = blast(order, work, prob.lengths, m, cap)
-        result = None if chunks is None else _solve_chunks(prob, chunks, solve_time_limit_s, num_buckets, mip_rel_gap)
-        if result is not None:
-            tried.append({"num_micro_batches": m, "predicted_s": result["total_s"]})
-            if best is None or result["total_s"] < best["total_s"] - 1e-12:
-                best = result
-        if best is not None and m >= m0 + num_extra_micro_batches:
-            break
+    cap = prob.num_ranks * prob.capacity
+    while m0 < prob.n and cut(order, prob.min_work(), prob.lengths, m0, cap) is None:
+        m0 += 1  # consecutive chunks can need more micro-batches than the token total
+    for m in range(m0, min(prob.n, m0 + num_extra_micro_batches) + 1):
+        chunks = cut(order, prob.min_work(), prob.lengths, m, cap)
+        if chunks is None:
+            continue
+        solved = _solve_chunks(prob, chunks, solve_time_limit_s, num_buckets, mip_rel_gap)
+        tried.append({"num_micro_batches": m, "realised": len(solved["micro_batches"]), "predicted_s": solved["total_s"]})
+        if best is None or solved["total_s"] < best["total_s"] - 1e-12:
+            best = solved
     if best is None:
-        raise RuntimeError("flexsp found no feasible plan; every sequence fits alone, so this is a bug")
-    return {
-        "micro_batches": best["micro_batches"],
-        "optimal": all(s == "optimal" for s in best["statuses"]),
-        # "warm_start": HiGHS hit the limit before accepting any incumbent
-        "time_limited": any(s != "optimal" for s in best["statuses"]),
-        "info": {"candidates": tried, "milp_status": best["statuses"], "milp_s": best["milp_s"]},
-    }
+        raise RuntimeError("flexsp found no Blaster split; one sequence per micro-batch always is one, so this is a bug")
+    statuses = best["statuses"]
+    return StrategyResult(
+        micro_batches=best["micro_batches"],
+        optimal=all(s == "optimal" for s in statuses) and max(best["gaps"]) <= OPTIMAL_GAP,
+        time_limited=any(s != "optimal" for s in statuses),
+        info={"candidates": tried, "milp_status": statuses, "milp_s": best["milp_s"],
+              "mip_gap": best["gaps"], "mip_bound_s": best["bounds"]},
+    )
 
 
-def _solve_chunks(prob, chunks, time_limit_s, num_buckets, gap) -> dict | None:
-    mbs, statuses, milp_s, total = [], [], [], 0.0
-    for ids in chunks:
-        out = solve_micro_batch(prob, ids, time_limit_s=time_limit_s, num_buckets=num_buckets, mip_rel_gap=gap)
-        if out is None:
-            return None
-        groups, status, seconds = out
-        mbs.append(groups)
-        statuses.append(status)
-        milp_s.append(seconds)
-        total += max(prob.group_time(g[2], g[1]) for g in groups)
-    return {"micro_batches": mbs, "statuses": statuses, "milp_s": milp_s, "total_s": total}
+def _solve_chunks(prob: Problem, chunks, time_limit_s: float, num_buckets: int, gap: float) -> dict:
+    """Each chunk's MILP; a chunk whose tokens cannot be packed is cut in two (in sorted
+    order) and both halves are planned instead: Blaster's cut only checks total tokens."""
+    out = {"micro_batches": [], "statuses": [], "milp_s": [], "gaps": [], "bounds": [], "total_s": 0.0}
+    queue = [np.asarray(c, dtype=np.int64) for c in chunks]
+    while queue:
+        ids = queue.pop(0)
+        solved = solve_micro_batch(prob, ids, time_limit_s=time_limit_s, num_buckets=num_buckets, mip_rel_gap=gap)
+        if solved is None:
+            half = len(ids) // 2
+            queue[:0] = [ids[:half], ids[half:]]
+            continue
+        groups, status, seconds, span, bound = solved
+        out["micro_batches"].append(groups)
+        out["statuses"].append(status)
+        out["milp_s"].append(seconds)
+        out["gaps"].append(1.0 - (prob.b1 + bound) / (prob.b1 + span))
+        out["bounds"].append(prob.b1 + bound)
+        out["total_s"] += prob.b1 + span
+    return out
 
 
 def solve_micro_batch(prob: Problem, ids, *, time_limit_s: float, num_buckets: int = 16, mip_rel_gap: float = 1e-4):
-    """(groups, status, milp seconds) for one micro-batch; status is "optimal",
-    "time_limited" or "warm_start" (the MILP returned nothing better); None if the
-    micro-batch cannot be planned at all."""
+    """(groups, status, MILP seconds, busy seconds, proven busy lower bound) for one
+    micro-batch, or None if it cannot be packed."""
     ids = np.asarray(ids, dtype=np.int64)
-    distinct = len(np.unique(prob.lengths[ids]))
-    buckets = num_buckets
-    while True:  # upper bounds can overflow memory where true lengths fit: refine the buckets
-        bounds = bucket_bounds(prob.lengths[ids], buckets)
-        bucket = np.searchsorted(bounds, prob.lengths[ids])  # (m,) bucket of each sequence
-        rep = Problem(bounds, prob.spec, prob.cost, prob.capacity, prob.degrees, *_tables(prob, bounds))
-        count = np.bincount(bucket, minlength=len(bounds))
-        slots = _slots(rep, prob.num_ranks)
-        start = _warm_start(rep, count, prob.num_ranks, slots)
-        if start is not None or buckets >= distinct:
-            break
-        buckets *= 2
-    if start is None:
+    sub = prob.subset(ids)
+    warm = _warm_start(sub)
+    if warm is None:
         return None
-    model, n_var, used, makespan = _build(rep, count, prob.num_ranks, slots)
-    _set_start(start, n_var, used, makespan, rep, slots)
-    solver = WarmHiGHS(msg=False, timeLimit=time_limit_s, warmStart=True, threads=1, gapRel=mip_rel_gap)
-    began = time.perf_counter()
-    model.solve(solver)
-    seconds = time.perf_counter() - began
-    if model.sol_status == pulp.LpSolutionOptimal:
-        status = "optimal"
-    elif model.sol_status == pulp.LpSolutionIntegerFeasible:
-        status = "time_limited"
-    else:
-        status = None
-    counts = _read_counts(n_var, used, len(count)) if status else None
-    if counts is None:  # no incumbent from HiGHS: keep the greedy start
-        counts, status = start, "warm_start"
-    return _concrete(prob, ids, bucket, counts, slots), status, seconds
+    bk = milp.make_buckets(sub, num_buckets)
+    group_idx, members, span = warm
+    result = milp.solve(sub, bk, _as_counts(sub, bk, group_idx, members), span, busy_lower_bound(sub),
+                        time_limit_s=time_limit_s, mip_rel_gap=mip_rel_gap)
+    polished = _polish(sub, bk, result) if result.status != "warm_start" else None
+    if polished is not None and polished[2] < span - 1e-12:
+        group_idx, members, span = polished
+    groups = as_groups(prob.spec, [prob.degrees[j] for j in group_idx], [ids[m].tolist() for m in members])
+    return groups, result.status, result.seconds, span, min(result.bound_s, span)
 
 
-def _tables(prob: Problem, bounds: np.ndarray):
-    holds = np.asarray(prob.degrees, dtype=np.int64)[None, :] * prob.capacity
-    min_idx = np.argmax(bounds[:, None] <= holds, axis=1)
-    times = np.stack([np.atleast_1d(prob.cost.seq_time_s(bounds, d)) for d in prob.degrees], axis=1)
-    return min_idx, times
-
-
-def _slots(rep: Problem, num_ranks: int) -> list[int]:
-    """Degree index of every candidate slot, grouped by degree."""
-    return [j for j, d in enumerate(rep.degrees) for _ in range(num_ranks // d)]
-
-
-def _build(rep: Problem, count, num_ranks, slots):
-    model = pulp.LpProblem("flexsp_micro_batch", pulp.LpMinimize)
-    makespan = model.add_variable("T", lowBound=0)
-    used = [model.add_variable(f"used_{p}", 0, 1, cat=pulp.LpBinary) for p in range(len(slots))]
-    n_var = {
-        (k, p): model.add_variable(f"n_{k}_{p}", 0, int(count[k]), cat=pulp.LpInteger)
-        for k in range(len(count))
-        for p, j in enumerate(slots)
-        if j >= rep.min_degree_idx[k]
-    }
-    model += makespan
-    by_slot: dict[int, list[int]] = {}
-    for k, p in n_var:
-        by_slot.setdefault(p, []).append(k)
-    for k in range(len(count)):
-        model += pulp.lpSum(v for (kk, _), v in n_var.items() if kk == k) == int(count[k]), f"assign_{k}"
-    for p, j in enumerate(slots):
-        ks = by_slot.get(p, [])
-        d = rep.degrees[j]
-        model += pulp.lpSum(int(rep.lengths[k]) * n_var[k, p] for k in ks) <= d * rep.capacity * used[p], f"cap_{p}"
-        model += rep.b1 * used[p] + pulp.lpSum(float(rep.times[k, j]) * n_var[k, p] for k in ks) <= makespan, f"time_{p}"
-        if p + 1 < len(slots) and slots[p + 1] == j:
-            model += used[p] >= used[p + 1], f"sym_{p}"
-    model += pulp.lpSum(rep.degrees[j] * used[p] for p, j in enumerate(slots)) == num_ranks, "tiling"
-    return model, n_var, used, makespan
-
-
-def _warm_start(rep: Problem, count, num_ranks, slots) -> dict | None:
-    """Greedy shape-and-assign on the bucket bounds: {slot: {bucket: count}} or None."""
-    reps = np.repeat(np.arange(len(count)), count)  # (m,) bucket of each copy
-    out = shape_and_assign(rep.times[reps], rep.lengths[reps], rep.min_degree_idx[reps], rep.degrees, rep.capacity, num_ranks)
-    if out is None:
+def _warm_start(sub: Problem):
+    """fast's steps on this micro-batch: (group degree indices, members, busy seconds)."""
+    (lp_shape,), _, _ = solve_shapes([sub], [fluid_time(sub)])
+    group_idx, members, left = exact_assignment(sub, search_shape(ShapeScorer(sub), proposals=rounded_shapes(sub, lp_shape)))
+    if left:  # no packing found for all of them: Blaster tries more micro-batches
         return None
-    degrees, members, _ = out
-    next_slot = {j: slots.index(j) for j in set(slots)}
-    start = {}
-    for d, mem in sorted(zip(degrees, members), key=lambda x: x[0]):
-        j = rep.degrees.index(d)
-        start[next_slot[j]] = np.bincount(reps[mem], minlength=len(count))
-        next_slot[j] += 1
-    return start
+    members = local_search(sub, group_idx, members)
+    return group_idx, members, makespan(sub, group_idx, members)
 
 
-def _set_start(start, n_var, used, makespan, rep, slots) -> None:
-    for p, var in enumerate(used):
-        var.setInitialValue(1 if p in start else 0)
-    for (k, p), var in n_var.items():
-        var.setInitialValue(int(start[p][k]) if p in start else 0)
-    worst = max(rep.b1 + float(rep.times[:, slots[p]] @ start[p]) for p in start)
-    makespan.setInitialValue(worst)
+def _as_counts(sub: Problem, bk: milp.Buckets, group_idx, members) -> tuple[np.ndarray, np.ndarray]:
+    """(groups per degree, bucket counts per degree) of a concrete assignment."""
+    groups = np.bincount(np.asarray(group_idx), minlength=len(sub.degrees))
+    groups[0] = 0
+    split = np.zeros((len(bk.counts), len(sub.degrees)), dtype=np.int64)
+    for j, mem in zip(group_idx, members):
+        split[:, j] += np.bincount(bk.of[mem], minlength=len(bk.counts))
+    return groups, split
 
 
-def _read_counts(n_var, used, num_buckets: int) -> dict | None:
-    """{slot: counts per bucket} of the used slots in HiGHS's solution."""
-    counts = {p: np.zeros(num_buckets, dtype=np.int64) for p, var in enumerate(used) if (var.value() or 0) > 0.5}
-    for (k, p), var in n_var.items():
-        value = int(round(var.value() or 0))
-        if value:
-            if p not in counts:
-                return None
-            counts[p][k] = value
-    return counts
-
-
-def _concrete(prob: Problem, ids, bucket, counts: dict, slots) -> list[Group]:
-    """Aligned groups with real sequence ids: each bucket's sequences (longest first)
-    are dealt to its slots, each to the slot with the least real load so far."""
-    used = sorted(counts)
-    degrees = [prob.degrees[slots[p]] for p in used]
-    members: list[list[int]] = [[] for _ in used]
-    load = np.zeros(len(used))
-    left = {p: counts[p].copy() for p in used}
-    for k in range(int(bucket.max()) + 1 if len(bucket) else 0):
-        seqs = ids[bucket == k]
-        for i in seqs[np.argsort(-prob.lengths[seqs], kind="stable")]:
-            open_ = [g for g, p in enumerate(used) if left[p][k] > 0]
-            g = min(open_, key=lambda g: (load[g], g))
-            members[g].append(int(i))
-            left[used[g]][k] -= 1
-            load[g] += prob.times[i, slots[used[g]]]
-    return as_groups(degrees, members)
+def _polish(sub: Problem, bk: milp.Buckets, result: milp.MilpResult):
+    """The MILP's counts on exact lengths: (group degree indices, members, busy seconds)."""
+    group_idx = tiling(result.groups, sub.degrees, sub.num_ranks)
+    prefer = np.empty(sub.n, dtype=np.int64)
+    for k in range(len(bk.counts)):
+        seqs = np.flatnonzero(bk.of == k)
+        seqs = seqs[np.argsort(-sub.lengths[seqs], kind="stable")]
+        degrees = np.repeat(np.arange(len(sub.degrees))[::-1], result.split[k, ::-1])  # largest first
+        prefer[seqs] = degrees[: len(seqs)]
+    rows = np.where(np.arange(len(sub.degrees))[None, :] > prefer[:, None], np.inf, sub.times)
+    order = np.argsort(-sub.lengths, kind="stable").tolist()
+    room = [sub.degrees[j] * sub.capacity for j in group_idx]
+    members, _, _, left = earliest_finish(order, sub.lengths.tolist(), rows.tolist(), prefer.tolist(), room, group_idx)
+    if left:
+        members, left = assign(sub, group_idx)
+    if left:
+        return None
+    members = local_search(sub, group_idx, members)
+    return group_idx, members, makespan(sub, group_idx, members)

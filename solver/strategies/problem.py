@@ -1,21 +1,21 @@
-"""The planning problem every strategy shares: lengths, degrees, capacities, time tables.
+"""The planning problem every strategy shares, and the result every strategy returns.
 
-A strategy turns a `Problem` into micro-batches of groups `(first_rank, degree, seq_ids)`;
+A strategy maps a `Problem` (lengths, degrees, capacities, time tables) to a
+`StrategyResult` (micro-batches of groups `(first_rank, degree, seq_ids)`);
 `solver.planner.plan` wraps that into a validated `StepPlan`.
 
-Candidate degrees are the usable Ulysses degrees (powers of two <= N dividing the head
-count) that also respect node boundaries under consecutive placement: a degree d <=
-ranks_per_node must divide ranks_per_node. With a power-of-two ranks_per_node (8 GPUs per
-node, the usual case) that excludes nothing; with e.g. 6 ranks per node it drops d = 4,
-whose aligned ranges would straddle nodes.
+Degrees are the spec's usable degrees. A shape (groups per degree) fits the cluster iff
+for every degree d the groups of degree >= d cover at most `rank_caps[d]` ranks (the
+node-aware limits of `solver.layout`); degree-1 groups take whatever ranks are left.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from solver import layout
 from solver.cost import CostModel
 from solver.spec import ClusterSpec
 
@@ -23,12 +23,19 @@ Group = tuple[int, int, list[int]]
 """(first_rank, degree, seq_ids) of one group in one micro-batch."""
 
 
-def candidate_degrees(spec: ClusterSpec) -> tuple[int, ...]:
-    rpn = spec.ranks_per_node
-    return tuple(d for d in spec.degrees if d > rpn or rpn % d == 0)
+@dataclass(frozen=True, kw_only=True)
+class StrategyResult:
+    micro_batches: list[list[Group]]
+    """Per micro-batch, its groups; together they tile all ranks."""
+    optimal: bool = False
+    """The strategy proved the plan optimal for its own formulation."""
+    time_limited: bool = False
+    """A solver stopped at its time limit with an unproven solution."""
+    info: dict = field(default_factory=dict)
+    """Strategy-specific extras (plain JSON values)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Problem:
     lengths: np.ndarray
     """(n,) int64 sequence lengths in tokens."""
@@ -37,12 +44,15 @@ class Problem:
     capacity: int
     """C: tokens one rank holds per micro-batch."""
     degrees: tuple[int, ...]
-    """Candidate degrees, ascending."""
+    """Usable degrees, ascending (degrees[0] == 1)."""
+    rank_caps: np.ndarray
+    """(D,) most ranks groups of degree >= degrees[j] can cover at once."""
     min_degree_idx: np.ndarray
     """(n,) index into `degrees` of each sequence's smallest degree that holds it."""
     times: np.ndarray
     """(n, D) seconds of sequence i on a group of degrees[j] (without the group's b1)."""
-    extras: dict = field(default_factory=dict)
+    rank_s: np.ndarray
+    """(n, D) degrees[j] * times[i, j]: rank-seconds; inf where degree j cannot hold i."""
 
     @property
     def num_ranks(self) -> int:
@@ -56,52 +66,81 @@ class Problem:
     def b1(self) -> float:
         return self.cost.group_fixed_s
 
-    def min_degree(self, i: int) -> int:
-        return self.degrees[self.min_degree_idx[i]]
+    @property
+    def deg(self) -> np.ndarray:
+        return np.asarray(self.degrees, dtype=np.int64)
 
-    def feasible_mask(self) -> np.ndarray:
-        """(n, D) True where degree j can hold sequence i."""
-        return np.arange(len(self.degrees))[None, :] >= self.min_degree_idx[:, None]
+    def subset(self, ids) -> "Problem":
+        """The same cluster with only the sequences `ids` (local indices 0..len(ids)-1)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return replace(
+            self, lengths=self.lengths[ids], min_degree_idx=self.min_degree_idx[ids],
+            times=self.times[ids], rank_s=self.rank_s[ids],
+        )
 
-    def rank_seconds(self) -> np.ndarray:
-        """(n, D) d * time: rank-seconds sequence i costs on degree j (inf if infeasible)."""
-        rs = self.times * np.asarray(self.degrees, dtype=np.float64)[None, :]
-        return np.where(self.feasible_mask(), rs, np.inf)
+    def min_work(self) -> np.ndarray:
+        """(n,) fewest rank-seconds each sequence can cost."""
+        return self.rank_s.min(axis=1)
 
-    def group_time(self, ids, degree: int) -> float:
-        return self.cost.group_time_s(self.lengths[list(ids)], degree)
+    def shortest(self) -> np.ndarray:
+        """(n,) least seconds each sequence can take."""
+        return np.where(np.isfinite(self.rank_s), self.times, np.inf).min(axis=1)
+
+    def budget_work(self, budget: float) -> np.ndarray:
+        """(n,) fewest rank-seconds of each sequence among the degrees that hold it and
+        finish it within `budget` seconds (inf if none does)."""
+        return np.where(self.times <= budget, self.rank_s, np.inf).min(axis=1)
+
+    def fits(self, counts: np.ndarray) -> bool:
+        """Whether groups `counts` per degree (counts[0] ignored: degree-1 groups fill
+        the rest) can be placed on the cluster."""
+        used = counts * self.deg
+        used[0] = 0
+        covered = np.cumsum(used[::-1])[::-1]  # (D,) ranks of groups of degree >= d
+        return bool(np.all(covered <= self.rank_caps))
 
 
 def build_problem(lengths: np.ndarray, spec: ClusterSpec, cost: CostModel) -> Problem:
     """Precompute the tables; assumes `lengths` passed `planner.check_lengths`."""
-    degrees = candidate_degrees(spec)
+    degrees = spec.degrees
     capacity = cost.token_capacity(spec)
-    holds = np.asarray(degrees, dtype=np.int64)[None, :] * capacity  # (1, D) tokens per group
+    deg = np.asarray(degrees, dtype=np.int64)
+    holds = deg[None, :] * capacity  # (1, D) tokens per group
     min_idx = np.argmax(lengths[:, None] <= holds, axis=1)  # (n,) first degree that holds it
     times = np.stack([np.atleast_1d(cost.seq_time_s(lengths, d)) for d in degrees], axis=1)  # (n, D)
-    return Problem(lengths, spec, cost, capacity, degrees, min_idx, times)
+    feasible = np.arange(len(degrees))[None, :] >= min_idx[:, None]
+    rank_s = np.where(feasible, times * deg[None, :], np.inf)
+    caps = np.asarray([layout.capacity_at_least(spec, d) for d in degrees], dtype=np.int64)
+    caps[0] = spec.num_ranks
+    return Problem(
+        lengths=lengths, spec=spec, cost=cost, capacity=capacity, degrees=degrees, rank_caps=caps,
+        min_degree_idx=min_idx, times=times, rank_s=rank_s,
+    )
 
 
-def place(degrees: list[int]) -> list[int]:
-    """First ranks for groups of these degrees placed largest first, consecutively.
-
-    Every group lands aligned: the ranks before it are covered by groups of larger or
-    equal power-of-two degree, so its offset is a multiple of its own degree; with the
-    candidate degrees (d | ranks_per_node or d > ranks_per_node) no small group straddles
-    a node. Returns first ranks in the order of `degrees`.
-    """
-    order = sorted(range(len(degrees)), key=lambda g: -degrees[g])
-    first = [0] * len(degrees)
-    offset = 0
-    for g in order:
-        first[g] = offset
-        offset += degrees[g]
-    return first
+def as_groups(spec: ClusterSpec, degrees: list[int], members: list[list[int]]) -> list[Group]:
+    """Groups with concrete valid rank ranges from per-group degrees (> 1) and members;
+    ranks no group covers become idle degree-1 groups. Raises if no placement exists
+    (strategies only build shapes that `Problem.fits`)."""
+    firsts = layout.place(spec, degrees)
+    if firsts is None:
+        raise AssertionError(f"shape {sorted(degrees, reverse=True)} does not fit the cluster layout")
+    groups = [(r, d, sorted(ids)) for r, d, ids in zip(firsts, degrees, members)]
+    groups += [(r, 1, []) for r in layout.fill_degree_one(spec, firsts, degrees)]
+    return groups
 
 
-def as_groups(degrees: list[int], members: list[list[int]]) -> list[Group]:
-    """Groups with concrete aligned rank ranges from per-group degrees and members."""
-    return [(r, d, sorted(ids)) for r, d, ids in zip(place(degrees), degrees, members)]
+def step_time(prob: Problem, micro_batches: list[list[Group]]) -> float:
+    """Predicted seconds of a plan: per micro-batch, b1 plus its slowest busy group's load."""
+    total = 0.0
+    for mb in micro_batches:
+        busy = [(d, ids) for _, d, ids in mb if ids]
+        seqs = np.concatenate([np.asarray(ids, dtype=np.int64) for _, ids in busy])
+        group = np.repeat(np.arange(len(busy)), [len(ids) for _, ids in busy])
+        col = np.repeat([prob.degrees.index(d) for d, _ in busy], [len(ids) for _, ids in busy])
+        loads = np.bincount(group, weights=prob.times[seqs, col], minlength=len(busy))
+        total += prob.b1 + float(loads.max())
+    return total
 
 
 def min_micro_batches(prob: Problem) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from solver.strategies.packing import earliest_finish
+from solver.strategies.problem import Problem
 
 BUDGET_SLACKS = (1.0, 1.2, np.inf)
 """Time budgets for the starting shapes, as multiples of the micro-batch's target time;
@@ -30,16 +31,15 @@ MAX_CLIMB_STEPS = 12
 
 
 class ShapeScorer:
-    """Scores shapes for one micro-batch: times (n, D), lengths (n,), min_idx (n,)."""
+    """Scores shapes (group counts per degree) for one micro-batch `sub`."""
 
-    def __init__(self, times, lengths, min_idx, degrees, capacity, num_ranks):
+    def __init__(self, sub: Problem):
+        self.sub = sub
+        times, lengths, min_idx = sub.times, sub.lengths, sub.min_degree_idx
         self.times, self.lengths, self.min_idx = times, lengths, min_idx
-        self.degrees, self.capacity, self.num_ranks = tuple(degrees), capacity, num_ranks
-        self.deg = np.asarray(degrees, dtype=np.int64)
-        feasible = np.arange(len(degrees))[None, :] >= min_idx[:, None]  # (n, D)
-        work = np.where(feasible, times * self.deg[None, :], np.inf).min(axis=1)  # (n,) rank-seconds
-        shortest = np.where(feasible, times, np.inf).min(axis=1)
-        self.target = max(float(work.sum()) / num_ranks, float(shortest.max()))
+        self.degrees, self.capacity, self.num_ranks = sub.degrees, sub.capacity, sub.num_ranks
+        self.deg = sub.deg
+        self.target = max(float(sub.min_work().sum()) / sub.num_ranks, float(sub.shortest().max()))
         explicit = (min_idx > 0) | (times[:, 0] > EXPLICIT_SHARE * self.target)
         self.explicit = np.flatnonzero(explicit)
         self.explicit = self.explicit[np.argsort(-lengths[self.explicit], kind="stable")]
@@ -47,6 +47,7 @@ class ShapeScorer:
         self.explicit_lengths = lengths[self.explicit].tolist()
         self.explicit_rows = times[self.explicit].tolist()
         self.explicit_min_idx = min_idx[self.explicit].tolist()
+        self.explicit_work = sub.min_work()[self.explicit]
         fluid = ~explicit
         self.fluid_s = float(times[fluid, 0].sum())
         self.fluid_s_per_token = self.fluid_s / max(float(lengths[fluid].sum()), 1.0)
@@ -57,64 +58,68 @@ class ShapeScorer:
             self.absorb = self.deg.astype(np.float64)
 
     def score(self, counts: np.ndarray) -> float:
+        """Estimated makespan (without b1) of the shape; what its token room cannot hold
+        spills to another micro-batch and is charged as its work spread over all ranks."""
         group_idx = tiling(counts, self.degrees, self.num_ranks)
-        placed = self._explicit_loads(group_idx)
-        if placed is None:
-            return np.inf
-        loads, room = placed
-        return max(float(loads.max(initial=0.0)), self._fluid_level(group_idx, loads, room))
+        loads, room, spilled_s = self._explicit_loads(group_idx)
+        level, overflow_s = self._fluid_level(group_idx, loads, room)
+        return max(float(loads.max(initial=0.0)), level) + (spilled_s + overflow_s) / self.num_ranks
 
-    def _explicit_loads(self, group_idx: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    def _explicit_loads(self, group_idx: list[int]) -> tuple[np.ndarray, np.ndarray, float]:
+        """(loads, token room left) per group after placing the explicit sequences, and
+        the fewest rank-seconds of those that found no room."""
         room = (self.deg[np.asarray(group_idx)] * self.capacity).tolist()  # token room per group
         lengths = self.explicit_lengths
-        placed = earliest_finish(range(len(lengths)), lengths, self.explicit_rows,
-                                 self.explicit_min_idx, room, group_idx)
-        if placed is None:
-            return None
-        _, loads, room = placed
-        return np.asarray(loads), np.asarray(room, dtype=np.float64)
+        _, loads, room, left = earliest_finish(range(len(lengths)), lengths, self.explicit_rows,
+                                               self.explicit_min_idx, room, group_idx)
+        spilled = float(self.explicit_work[left].sum()) if left else 0.0
+        return np.asarray(loads), np.asarray(room, dtype=np.float64), spilled
 
-    def _fluid_level(self, group_idx: list[int], loads: np.ndarray, room: np.ndarray) -> float:
-        """Level L the fluid reaches: sum_g min(rate_g (L - load_g)+, cap_g) = fluid, where
-        cap_g is what the group's token room holds; inf if the rooms cannot hold it."""
+    def _fluid_level(self, group_idx: list[int], loads: np.ndarray, room: np.ndarray) -> tuple[float, float]:
+        """(level L the fluid reaches, fluid rank-seconds that do not fit): sum_g
+        min(rate_g (L - load_g)+, cap_g) = fluid, where cap_g is what the group's token
+        room holds; when the rooms cannot hold it all, L is where every room is full."""
         if self.fluid_s <= 0:
-            return 0.0
+            return 0.0, 0.0
         rate = self.absorb[np.asarray(group_idx)]  # (G,)
         cap = room * self.fluid_s_per_token  # (G,) rank-seconds of fluid each group's tokens allow
-        if cap.sum() < self.fluid_s * (1 - 1e-9):
-            return np.inf
         # f(L) is piecewise linear: group g starts absorbing at load_g (slope += rate_g)
         # and is full at load_g + cap_g / rate_g (slope -= rate_g)
         xs = np.concatenate([loads, loads + cap / rate])  # (2G,)
+        if cap.sum() < self.fluid_s * (1 - 1e-9):
+            return float(xs.max()), self.fluid_s - float(cap.sum())
         ds = np.concatenate([rate, -rate])
         order = np.argsort(xs, kind="stable")
         xs, slope = xs[order], np.cumsum(ds[order])  # slope right after each breakpoint
         filled = np.concatenate([[0.0], np.cumsum(slope[:-1] * np.diff(xs))])  # (2G,) f at each breakpoint
         k = int(np.searchsorted(filled, self.fluid_s, side="left"))
         if k >= len(xs):
-            return float(xs[-1])
+            return float(xs[-1]), 0.0
         if k == 0:
-            return float(xs[0])
-        return float(xs[k - 1] + (self.fluid_s - filled[k - 1]) / max(slope[k - 1], 1e-300))
+            return float(xs[0]), 0.0
+        return float(xs[k - 1] + (self.fluid_s - filled[k - 1]) / max(slope[k - 1], 1e-300)), 0.0
 
     def neighbours(self, counts: np.ndarray):
-        """Shapes one move away: merge two groups of degree d into one of 2d, split one
-        of 2d into two of d, grow a group of d to 2d with d spare ranks, or shrink one
-        of 2d to d, freeing d ranks. Degree-1 groups are the spare ranks (counts[0] = 0)."""
-        spare = self.num_ranks - int((counts * self.deg).sum())
+        """Shapes one move away that fit the cluster: merge two groups of degree d into
+        one of 2d, split one of 2d into two of d, grow a group of d to 2d with d spare
+        ranks, or shrink one of 2d to d, freeing d ranks. Degree-1 groups are the spare
+        ranks (counts[0] = 0)."""
+        spare = self.num_ranks - int((counts[1:] * self.deg[1:]).sum())
         for j in range(len(self.degrees) - 1):
             if self.degrees[j + 1] != 2 * self.degrees[j]:
                 continue
             d = int(self.deg[j])
             have = spare if j == 0 else counts[j]
+            moves = []
             if have >= 2:  # merge
-                yield _moved(counts, j, -2 if j else 0, 1)
+                moves.append(_moved(counts, j, -2 if j else 0, 1))
             if counts[j + 1] >= 1:  # split
-                yield _moved(counts, j, 2 if j else 0, -1)
+                moves.append(_moved(counts, j, 2 if j else 0, -1))
             if j > 0 and counts[j] >= 1 and spare >= d:  # grow
-                yield _moved(counts, j, -1, 1)
+                moves.append(_moved(counts, j, -1, 1))
             if j > 0 and counts[j + 1] >= 1:  # shrink
-                yield _moved(counts, j, 1, -1)
+                moves.append(_moved(counts, j, 1, -1))
+            yield from (m for m in moves if self.sub.fits(m))
 
 
 def _moved(counts: np.ndarray, j: int, delta_j: int, delta_up: int) -> np.ndarray:
@@ -124,10 +129,13 @@ def _moved(counts: np.ndarray, j: int, delta_j: int, delta_up: int) -> np.ndarra
     return out
 
 
-def search_shape(scorer: ShapeScorer, climb_steps: int = MAX_CLIMB_STEPS) -> list[np.ndarray]:
-    """Shapes (group counts per degree, spare ranks as degree 1) best first; with
-    climb_steps 0 only the fluid relaxation's starting shapes are scored (a quick look)."""
-    starts = []
+def search_shape(
+    scorer: ShapeScorer, climb_steps: int = MAX_CLIMB_STEPS, proposals: list[np.ndarray] = ()
+) -> list[np.ndarray]:
+    """Shapes (group counts per degree, spare ranks as degree 1) best first, hill-climbed
+    from `proposals` (the LP's rounded shapes), the fluid relaxation's starting shapes
+    and the one-degree shapes; with climb_steps 0 only the starts are scored."""
+    starts = [np.asarray(c, dtype=np.int64) for c in proposals if scorer.sub.fits(np.asarray(c))]
     for slack in BUDGET_SLACKS:
         counts = fluid_counts(scorer, scorer.target * slack)
         if counts is not None:
@@ -149,8 +157,8 @@ def search_shape(scorer: ShapeScorer, climb_steps: int = MAX_CLIMB_STEPS) -> lis
         if best is None:
             break
         current = best
-    ranked = sorted(scored.items(), key=lambda kv: kv[1])
-    return [np.asarray(k) for k, v in ranked if np.isfinite(v)]
+    ranked = sorted(scored.items(), key=lambda kv: kv[1])  # shapes the scorer cannot pack (inf) last
+    return [np.asarray(k) for k, _ in ranked]
 
 
 def uniform_shapes(scorer: ShapeScorer) -> list[np.ndarray]:
@@ -162,7 +170,7 @@ def uniform_shapes(scorer: ShapeScorer) -> list[np.ndarray]:
             out.append(np.zeros(len(scorer.degrees), dtype=np.int64))
             continue
         counts = np.zeros(len(scorer.degrees), dtype=np.int64)
-        counts[j] = scorer.num_ranks // int(scorer.deg[j])
+        counts[j] = int(scorer.sub.rank_caps[j]) // int(scorer.deg[j])
         out.append(counts)
     return out
 
@@ -183,18 +191,25 @@ def fluid_counts(scorer: ShapeScorer, budget: float) -> np.ndarray | None:
         [np.ceil(time_d / budget - 1e-9), np.ceil(tokens_d / (scorer.deg * scorer.capacity)), big_d]
     ).astype(np.int64)
     counts[0] = 0  # degree-1 groups are whatever ranks are left
-    over = int((counts * scorer.deg).sum()) - scorer.num_ranks
-    for j in range(1, num_deg):  # too many ranks: give up groups of the smallest degrees first
-        if over <= 0:
-            break
-        drop = min(int(counts[j]), -(-over // int(scorer.deg[j])))
-        need = int(np.count_nonzero(choice == j) > 0)
-        drop = min(drop, max(0, int(counts[j]) - need))
-        counts[j] -= drop
-        over -= drop * int(scorer.deg[j])
-    if over > 0:
-        return None
-    return counts
+    return fit_to_layout(scorer.sub, counts, need=np.bincount(choice, minlength=num_deg) > 0)
+
+
+def fit_to_layout(sub: Problem, counts: np.ndarray, need: np.ndarray) -> np.ndarray | None:
+    """`counts` shrunk until the shape fits the cluster: give up groups of the smallest
+    degrees first, keeping one group of every degree in `need` while another is left;
+    None if even that does not fit."""
+    counts = counts.copy()
+    for j in range(1, len(counts)):
+        while counts[j] > int(need[j]) and not sub.fits(counts):
+            covered = np.cumsum((counts * sub.deg)[::-1])[::-1]
+            over = int(max(0, (covered[1:] - sub.rank_caps[1:]).max()))
+            counts[j] -= max(1, min(int(counts[j]) - int(need[j]), -(-over // int(sub.deg[j]))))
+    if sub.fits(counts):
+        return counts
+    for j in range(1, len(counts)):  # drop kept groups of small degrees: the big ones hold more
+        while counts[j] > 0 and not sub.fits(counts):
+            counts[j] -= 1
+    return counts if sub.fits(counts) else None
 
 
 def tiling(counts: np.ndarray, degrees, num_ranks: int) -> list[int]:

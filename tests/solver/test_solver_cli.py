@@ -46,7 +46,7 @@ def test_plan_json_round_trips_and_validates(capsys, batch_file):
     assert StepPlan.from_json(plan.to_json()) == plan
 
 
-@pytest.mark.parametrize("strategy", ["static", "batch-ada", "megatron-dcp"])
+@pytest.mark.parametrize("strategy", ["static", "batch-ada", "dcp-greedy", "static-bfd", "batch-ada-bfd"])
 def test_plan_from_a_workload_with_each_baseline(capsys, strategy):
     argv = ["plan", "--workload", "wikipedia", "--batch-size", "48", "--max-len", "64k", "--seed", "3", *SMALL]
     code, out, err = run_cli(capsys, *argv, "--strategy", strategy, "--json")
@@ -95,6 +95,14 @@ def _lengths_file(tmp_path, text):
         (lambda p: ["--workload", "wikipedia", "--max-len", "12kb"], r"cannot read '12kb' as a length"),
         (lambda p: ["--workload", "wikipedia", "--cost", str(p / "none.json")], r"does not exist"),
         (lambda p: ["--workload", "wikipedia", "--num-ranks", "0"], r"--num-ranks must be a positive"),
+        # lengths beyond int64, a directory, an empty preset name, a cluster too large to plan
+        (lambda p: ["--lengths", _lengths_file(p, "100\n" + "9" * 30 + "\n")],
+         r"lengths\.txt:2: length 9{30} is larger than the largest token count"),
+        (lambda p: ["--lengths", str(p)], r"is a directory; give a file with one sequence length per line"),
+        (lambda p: ["--workload", str(p)], r"is a directory, not a lengths file"),
+        (lambda p: ["--workload", "wikipedia", "--model", ""], r"unknown cost-model preset ''; choose one of gpt-13b"),
+        (lambda p: ["--workload", "wikipedia", "--num-ranks", "1000000"],
+         r"num_ranks=1,000,000 is above the planner's limit of 16,384 ranks"),
     ],
 )
 def test_plan_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, make_argv, message):
@@ -105,6 +113,30 @@ def test_plan_bad_input_exits_2_with_one_clear_line(capsys, tmp_path, make_argv,
     assert "Traceback" not in err and out == ""
     assert err.startswith("hsp plan: error: ")
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", ""], r"unknown cost-model preset ''; choose one of gpt-13b, gpt-30b, gpt-7b"),
+        (["--num-ranks", "1000000"], r"above the planner's limit of 16,384 ranks"),
+        (["--workload", "."], r"is a directory, not a lengths file"),
+    ],
+)
+def test_simulate_edge_cases_exit_2_before_planning(capsys, argv, message):
+    import re
+
+    code = main(["simulate", "--batch-size", "16", "--steps", "1", "--no-progress", *argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("hsp simulate: error: ") and re.search(message, err), err
+
+
+def test_a_huge_length_in_a_workload_file_names_file_and_line(capsys, tmp_path):
+    path = _lengths_file(tmp_path, "100\n200\n" + str(2**63) + "\n")
+    code = main(["simulate", "--workload", path, "--batch-size", "8", "--steps", "1", "--no-progress"])
+    _, err = capsys.readouterr()
+    assert code == 2 and f"lengths.txt:3: length {2**63}" in err and "Traceback" not in err
 
 
 def test_sequence_that_fits_nowhere_names_index_and_ways_out(capsys, tmp_path):
@@ -131,12 +163,13 @@ def test_plan_flexsp_with_time_limit_reports_how_it_was_solved(capsys):
             "--strategy", "flexsp", "--time-limit", "2"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
-    assert "(proven optimal)" in out or "(time-limited, unproven)" in out
+    assert "(proven optimal)" in out or "(time-limited, unproven)" in out or "% of optimal per micro-batch)" in out
     code, out, err = run_cli(capsys, *argv, "--json")
     plan = StepPlan.from_json(out)
     lengths = BatchSampler(get_workload("wikipedia"), 16, 32_000, seed=0).batch(0)
     validate(plan, lengths, preset_cluster("gpt-7b", 8), load_preset("gpt-7b", 32_000))
-    assert plan.strategy == "flexsp" and plan.optimal != plan.time_limited
+    assert plan.strategy == "flexsp" and not (plan.optimal and plan.time_limited)
+    assert len(plan.info["mip_gap"]) == len(plan.micro_batches)
     code, _, err = run_cli(capsys, *argv[:-1], "0")
     assert code == 2 and "--time-limit must be positive" in err
 
@@ -144,4 +177,4 @@ def test_plan_flexsp_with_time_limit_reports_how_it_was_solved(capsys):
 def test_a_flag_without_its_strategy_warns(capsys, batch_file):
     path, _ = batch_file
     code, _, err = run_cli(capsys, "plan", "--lengths", str(path), *SMALL, "--static-degree", "8", "--json")
-    assert code == 0 and "--static-degree only applies to the 'static' strategy; ignored" in err
+    assert code == 0 and "--static-degree only applies to the 'static', 'static-bfd' strategies; ignored" in err

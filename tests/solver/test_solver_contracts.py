@@ -1,4 +1,5 @@
-"""The solver contracts: ClusterSpec, CostModel (presets, bandwidth, memory, fitting), validate."""
+"""The solver contracts: ClusterSpec (degrees, K/V heads, limits) and CostModel (presets
+in FlexSP's units, all-to-all volume, bandwidth, memory, fitting). validate: test_solver_validate.py."""
 
 import json
 import math
@@ -7,17 +8,16 @@ import numpy as np
 import pytest
 
 from solver import (
+    MAX_NUM_RANKS,
     ClusterSpec,
     CostModel,
-    PlanError,
-    StepPlan,
     fit_cost_model,
     load_preset,
-    make_plan,
     preset_cluster,
     preset_names,
-    validate,
+    usable_degrees,
 )
+from solver.cost import MIB_PER_MS
 
 
 @pytest.fixture
@@ -28,9 +28,26 @@ def gpt7b():
 def test_presets_are_data_files_with_the_paper_constants():
     assert preset_names() == ["gpt-13b", "gpt-30b", "gpt-7b"]
     cost = load_preset("gpt-13b", 384_000)
-    assert cost.num_params == pytest.approx(14.032e9)
+    assert cost.num_params == pytest.approx(14.032 * 2**30)  # FlexSP counts parameters in units of 2^30
     assert cost.attn_s_per_token2 == pytest.approx(9.2852e-6 / 1e3)
-    assert cost.bandwidth(16) == pytest.approx(10.33e9)
+    assert cost.bandwidth(16) == pytest.approx(10.33 * 2**20 * 1e3)  # FlexSP's bandwidths are MiB/ms
+
+
+def test_per_rank_capacity_matches_flexsp():
+    """FlexSP's memory model, GPT-7B on 64 GPUs with 28 GiB each: (28 GiB - 16 B x 7.117
+    x 2^30 params / 64) / 4.4804 MiB per token = 5,992 tokens per rank."""
+    cost, spec = load_preset("gpt-7b", 192_000), preset_cluster("gpt-7b", 64)
+    assert cost.token_capacity(spec) == 5992
+
+
+def test_all_to_all_time_by_hand():
+    """GPT-7B, one 32,768-token sequence on SP8: per layer 8 all-to-alls of s/d tokens x
+    4096 hidden x 2 bytes = 8 x 4096 x 4096 x 2 = 268,435,456 bytes per rank, x 32 layers
+    = 8,589,934,592 bytes, at 96.5 MiB/ms = 101,187,584,000 B/s: 0.0848912 s."""
+    cost = load_preset("gpt-7b", 192_000)
+    assert cost.comm_s(32_768, 8) == pytest.approx(8_589_934_592 / 101_187_584_000, rel=1e-9)
+    assert cost.comm_s(32_768, 8) == pytest.approx(0.0848912, rel=1e-6)
+    assert cost.comm_s(32_768, 1) == 0.0
 
 
 def test_unknown_preset_names_the_choices():
@@ -51,7 +68,7 @@ def test_capacity_gives_the_papers_static_degrees(gpt7b):
 def test_seq_time_follows_the_formula(gpt7b):
     cost, _ = gpt7b
     s, d = 8192, 8
-    comm = 16 * 32 * 4096 * s / d / 96.5e9
+    comm = 16 * 32 * 4096 * s / d / (96.5 * MIB_PER_MS)
     expect = (5.128e-9 * s * s + 1.839576e-4 * s) / d + comm
     assert cost.seq_time_s(s, d) == pytest.approx(expect)
     assert cost.seq_time_s(s, 1) == pytest.approx(5.128e-9 * s * s + 1.839576e-4 * s)
@@ -80,7 +97,55 @@ def test_cluster_spec_rejects_bad_values():
         ClusterSpec(num_ranks=0, num_heads=4, device_memory_bytes=1)
     with pytest.raises(ValueError, match="odd"):
         ClusterSpec(num_ranks=4, num_heads=7, device_memory_bytes=1)
+    with pytest.raises(ValueError, match="num_ranks"):
+        ClusterSpec(num_ranks=4.0, num_heads=4, device_memory_bytes=1)
+    with pytest.raises(ValueError, match="num_ranks"):
+        ClusterSpec(num_ranks=True, num_heads=4, device_memory_bytes=1)
     assert ClusterSpec(num_ranks=12, num_heads=4, device_memory_bytes=1).degrees == (1, 2, 4)
+
+
+def test_num_ranks_has_a_documented_limit():
+    ClusterSpec(num_ranks=MAX_NUM_RANKS, num_heads=64, device_memory_bytes=1)
+    with pytest.raises(ValueError, match=rf"num_ranks=1,000,000 is above the planner's limit of {MAX_NUM_RANKS:,}"):
+        ClusterSpec(num_ranks=1_000_000, num_heads=64, device_memory_bytes=1)
+
+
+@pytest.mark.parametrize(
+    "num_ranks, heads, kv, per_node, expect",
+    [
+        (64, 64, None, 8, (1, 2, 4, 8, 16, 32, 64)),
+        (64, 32, 8, 8, (1, 2, 4, 8, 16, 32)),  # kv 8: d | 8 (split) or 8 | d (replicated)
+        (64, 24, 6, 8, (1, 2)),  # 4 divides 24 but neither divides the other with 6 K/V heads
+        (16, 16, 1, 8, (1, 2, 4, 8, 16)),  # one K/V head: replicated everywhere
+        (3, 8, None, 3, (1, 2)),  # hsp train --num-workers 3: degree 2 inside the node of 3
+        (24, 64, None, 6, (1, 2, 4)),  # 6 per node: 8 would be part of a node
+        (24, 64, None, 8, (1, 2, 4, 8, 16)),  # 16 = two whole nodes of 8
+    ],
+)
+def test_usable_degrees(num_ranks, heads, kv, per_node, expect):
+    assert usable_degrees(num_ranks, heads, kv, per_node) == expect
+    spec = ClusterSpec(num_ranks=num_ranks, ranks_per_node=per_node, num_heads=heads, num_kv_heads=kv,
+                       device_memory_bytes=1)
+    assert spec.degrees == expect and spec.kv_heads == (heads if kv is None else kv)
+
+
+def test_grouped_query_attention_that_cannot_shard_names_the_fix():
+    with pytest.raises(ValueError, match=r"num_kv_heads=5 does not divide num_heads=32"):
+        ClusterSpec(num_ranks=8, num_heads=32, num_kv_heads=5, device_memory_bytes=1)
+    with pytest.raises(ValueError, match=r"num_kv_heads=3 is odd.*degree 2 needs 2 \| num_kv_heads"):
+        ClusterSpec(num_ranks=8, num_heads=6, num_kv_heads=3, device_memory_bytes=1)
+
+
+def test_all_to_all_volume_counts_kv_heads():
+    """K and V move kv(d) = max(num_kv_heads, d) heads: with 16 K/V heads of 64, an SP4
+    group moves (1 + 16/64) / 2 of the multi-head volume, an SP32 one (1 + 32/64) / 2."""
+    mha = load_preset("gpt-7b", 192_000)
+    gqa = CostModel.from_dict({**mha.to_dict(), "num_kv_heads": 16})
+    assert gqa.comm_s(8192, 4) == pytest.approx(mha.comm_s(8192, 4) * (1 + 16 / 64) / 2)
+    assert gqa.comm_s(8192, 32) == pytest.approx(mha.comm_s(8192, 32) * (1 + 32 / 64) / 2)
+    assert gqa.comm_s(8192, 64) == pytest.approx(mha.comm_s(8192, 64))
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        CostModel.from_dict({**mha.to_dict(), "num_kv_heads": 7})
 
 
 def test_cost_model_file_round_trip(tmp_path, gpt7b):
@@ -109,63 +174,3 @@ def test_fit_recovers_known_coefficients(gpt7b):
     assert report.median_rel_error < 1e-3
     with pytest.raises(ValueError, match="at least 3"):
         fit_cost_model([(1, 1, 1.0)], template)
-
-
-def _two_group_plan(cost, spec, lengths):
-    half = spec.num_ranks // 2
-    return make_plan(
-        [[(0, half, [0]), (half, half, [1, 2])]], lengths, spec, cost,
-        strategy="hand", solve_s=0.0, lower_bound_s=0.0,
-    )
-
-
-def test_validate_accepts_a_good_plan_and_round_trips_json(gpt7b):
-    cost, spec = gpt7b
-    lengths = np.array([100_000, 20_000, 30_000])
-    plan = _two_group_plan(cost, spec, lengths)
-    validate(plan, lengths, spec, cost)
-    again = StepPlan.from_json(json.dumps(json.loads(plan.to_json())))
-    assert again == plan
-    assert plan.summary() == "mb1: 2xSP32"
-
-
-def test_validate_lists_every_violation(gpt7b):
-    cost, spec = gpt7b
-    lengths = np.array([100_000, 20_000, 30_000, 5])
-    good = _two_group_plan(cost, spec, lengths[:3])
-    g0, g1 = good.micro_batches[0].groups
-    broken_groups = (
-        g0.__class__(g0.first_rank, g0.degree, (0, 1), g0.predicted_s),  # 1 repeated, time wrong
-        g1.__class__(g1.first_rank + 1, 24, g1.seq_ids, g1.predicted_s),  # not pow2, gap
-    )
-    mb = good.micro_batches[0].__class__(broken_groups, good.micro_batches[0].predicted_s)
-    bad = StepPlan(**{**good.__dict__, "micro_batches": (mb,), "lower_bound_s": 1e9})
-    with pytest.raises(PlanError) as err:
-        validate(bad, lengths, spec, cost)
-    text = "\n".join(err.value.violations)
-    for needle in ("not a power of two", "belong to no group", "never scheduled", "more than once",
-                   "cost model gives", "lower bound"):
-        assert needle in text, needle
-
-
-def test_validate_checks_capacity_alignment_and_nodes():
-    cost = CostModel(
-        name="toy", attn_s_per_token2=1e-6, linear_s_per_token=1e-3, group_fixed_s=0.01,
-        act_bytes_per_token=1.0, num_params=0.0, num_layers=1, hidden_size=8, num_heads=8,
-        a2a_bytes_per_s={2: 1e9, 4: 1e9},
-    )
-    spec = ClusterSpec(num_ranks=6, ranks_per_node=3, num_heads=8, device_memory_bytes=100)
-    lengths = np.array([150, 250, 10])
-    plan = make_plan([[(0, 2, [0]), (2, 2, [1]), (4, 2, [2])]], lengths, spec, cost,
-                     strategy="hand", solve_s=0.0, lower_bound_s=0.0)
-    with pytest.raises(PlanError) as err:
-        validate(plan, lengths, spec, cost)
-    text = "\n".join(err.value.violations)
-    assert "exceed its capacity 2 x 100" in text
-    assert "straddles nodes" in text
-    misaligned = make_plan([[(0, 1, [0, 2]), (1, 4, [1]), (5, 1, [])]], lengths, spec, cost,
-                           strategy="hand", solve_s=0.0, lower_bound_s=0.0)
-    with pytest.raises(PlanError, match="not aligned"):
-        validate(misaligned, lengths, spec, cost)
-    assert math.isinf(StepPlan(num_ranks=1, micro_batches=(), predicted_s=1, lower_bound_s=0,
-                               strategy="x", solve_s=0).lower_bound_gap)

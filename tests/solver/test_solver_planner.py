@@ -52,7 +52,7 @@ def test_sequence_that_fits_no_group_names_capacity_and_ways_out(preset):
 
 def test_unknown_strategy_lists_valid_ones(preset):
     spec, cost = preset
-    with pytest.raises(ValueError, match="unknown strategy 'magic'.*fast.*flexsp.*static.*batch-ada.*megatron-dcp"):
+    with pytest.raises(ValueError, match="unknown strategy 'magic'.*fast.*flexsp.*static.*batch-ada.*dcp-greedy"):
         plan([100], spec, cost, "magic")
 
 

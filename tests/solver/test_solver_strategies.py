@@ -1,4 +1,5 @@
-"""Every strategy's plans are valid, deterministic and survive JSON, on many instances."""
+"""Every strategy's plans are valid, deterministic and survive JSON, on many instances;
+`fast` is never slower than a baseline, on workloads of many shapes."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from solver_helpers import tiny_cost, tiny_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from solver import STRATEGIES, Planner, lower_bound, plan
+from solver import BASELINES, STRATEGIES, Planner, lower_bound, plan
 from solver.cost import load_preset, preset_cluster
 from solver.plan import StepPlan, validate
-from solver.strategies.problem import candidate_degrees
+from solver.workloads import BatchSampler, get_workload, workload_names
+
 
 ALL = sorted(STRATEGIES)
 OPTIONS = {"solve_time_limit_s": 0.5}
@@ -22,11 +24,11 @@ OPTIONS = {"solve_time_limit_s": 0.5}
 def tiny_instances(draw):
     """Random N (powers of two and not: 6, 12, ...), nodes, capacity and lengths that fit."""
     num_ranks = draw(st.sampled_from([1, 2, 3, 4, 6, 8, 12, 16]))
-    ranks_per_node = draw(st.sampled_from([2, 3, 4, 6, 8]))  # 3, 6: degrees that would straddle nodes are skipped
+    ranks_per_node = draw(st.sampled_from([2, 3, 4, 6, 8]))  # 3, 6: groups must still stay inside a node
     capacity = draw(st.integers(min_value=20, max_value=200))
     spec = tiny_spec(num_ranks, capacity_tokens=capacity, ranks_per_node=ranks_per_node)
     cost = tiny_cost(capacity, group_fixed_s=draw(st.sampled_from([0.0, 0.2, 1.0])))
-    top = max(candidate_degrees(spec)) * cost.token_capacity(spec)
+    top = max(spec.degrees) * cost.token_capacity(spec)
     lengths = draw(st.lists(st.integers(min_value=1, max_value=top), min_size=1, max_size=30))
     return np.asarray(lengths, dtype=np.int64), spec, cost
 
@@ -49,7 +51,7 @@ def test_strategies_on_presets_with_odd_rank_counts(strategy, preset):
     rng = np.random.default_rng(3)
     for num_ranks in (12, 24):
         cost, spec = load_preset(preset, 192_000), preset_cluster(preset, num_ranks)
-        top = max(candidate_degrees(spec)) * cost.token_capacity(spec)
+        top = max(spec.degrees) * cost.token_capacity(spec)
         lengths = np.minimum(rng.lognormal(7.0, 1.5, size=40).astype(np.int64) + 1, top)
         result = plan(lengths, spec, cost, strategy, **OPTIONS)
         validate(result, lengths, spec, cost)
@@ -83,14 +85,28 @@ def test_same_input_gives_the_same_plan(strategy):
     assert first.predicted_s == second.predicted_s
 
 
-def test_fast_is_no_slower_than_the_baselines_on_a_preset():
-    """Not a benchmark (that is bench/planner_bench.py): a sanity check that `fast`
-    beats the single-degree baselines on a Wikipedia-like heavy-tailed batch."""
-    cost, spec = load_preset("gpt-7b", 192_000), preset_cluster("gpt-7b", 64)
-    lengths = np.minimum(np.random.default_rng(2).lognormal(6.0, 1.3, size=512).astype(np.int64) + 1, 120_000)
-    fast = plan(lengths, spec, cost, "fast").predicted_s
-    for baseline in ("static", "batch-ada", "megatron-dcp"):
-        assert fast <= plan(lengths, spec, cost, baseline).predicted_s * (1 + 1e-9), baseline
+@st.composite
+def shaped_batches(draw):
+    """A batch of one of the shipped workloads' shapes (short-tailed, long-tailed, long
+    documents, all-long, bimodal, short-only) on a preset at N = 8 .. 64."""
+    workload = draw(st.sampled_from(workload_names()))
+    num_ranks = draw(st.sampled_from([8, 12, 16, 32, 64]))
+    batch = draw(st.sampled_from([16, 64, 128]))
+    seed = draw(st.integers(min_value=0, max_value=10_000))
+    spec, cost = preset_cluster("gpt-7b", num_ranks), load_preset("gpt-7b", 192_000)
+    max_len = min(192_000, max(spec.degrees) * cost.token_capacity(spec))
+    lengths = BatchSampler(get_workload(workload), batch, max_len, seed).batch(0)
+    return lengths, spec, cost
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shaped_batches())
+def test_fast_is_never_slower_than_any_baseline(instance):
+    lengths, spec, cost = instance
+    fast = plan(lengths, spec, cost, "fast")
+    validate(fast, lengths, spec, cost)
+    for baseline in BASELINES:
+        assert fast.predicted_s <= plan(lengths, spec, cost, baseline).predicted_s * (1 + 1e-9), baseline
 
 
 def test_static_degree_option():
@@ -101,6 +117,12 @@ def test_static_degree_option():
     assert result.info["degree"] == 32
     default = plan(lengths, spec, cost, "static")
     assert {g.degree for mb in default.micro_batches for g in mb.groups} == {1}
+    bfd = plan(lengths, spec, cost, "static-bfd", static_degree=32)
+    assert bfd.predicted_s >= result.predicted_s * (1 - 1e-9)  # time-balanced is the better of two packings
+
+
+def test_baselines_are_the_registry_minus_hsps_planners():
+    assert set(BASELINES) == set(STRATEGIES) - {"fast", "flexsp"}
 
 
 def test_planner_is_exported():

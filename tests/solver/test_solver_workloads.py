@@ -145,3 +145,35 @@ def test_scaled_source_keeps_the_shape():
     assert BatchSampler(small, 64, max_len=750, seed=0).batch(0).max() <= 750
     with pytest.raises(ValueError, match="factor"):
         ScaledSource(wiki, 0)
+
+
+def test_synthetic_workloads_have_the_described_shapes():
+    """Each built-in synthetic workload says SYNTHETIC and has the shape its docstring gives."""
+    stats = {}
+    for name in workload_names():
+        if name.startswith("synthetic-"):
+            source = get_workload(name)
+            assert source.description.startswith("SYNTHETIC"), name
+            stats[name] = summarize(BatchSampler(source, 200_000, 192_000, seed=1).batch(0))
+    longdoc = stats["synthetic-longdoc"]  # a long-document corpus after the 192K filter
+    assert longdoc["median"] == pytest.approx(6_000, rel=0.05)
+    assert longdoc["mean"] == pytest.approx(18_700, rel=0.05)
+    assert longdoc["p90"] == pytest.approx(54_000, rel=0.05)
+    assert stats["synthetic-all-long"]["p90"] > 40_000 and stats["synthetic-all-long"]["median"] > 30_000
+    assert stats["synthetic-short"]["max"] <= 16_000
+    assert stats["synthetic-pareto-heavy"]["frac_tokens_over_4k"] > stats["synthetic-pareto"]["frac_tokens_over_4k"]
+    bimodal = BatchSampler(get_workload("synthetic-bimodal"), 100_000, 192_000, seed=2).batch(0)
+    assert 0.12 < float(np.mean(bimodal > 20_000)) < 0.18  # the long mode's 15%
+
+
+def test_lengths_file_errors_name_the_file_and_line(tmp_path):
+    huge = tmp_path / "huge.txt"
+    huge.write_text("5\n" + "1" * 25 + "\n")
+    with pytest.raises(ValueError, match=r"huge\.txt:2: length 1{25} is larger than the largest token count"):
+        load_lengths(huge)
+    with pytest.raises(ValueError, match=r"is a directory; give a file"):
+        load_lengths(tmp_path)
+    with pytest.raises(ValueError, match=r"is a directory, not a lengths file"):
+        get_workload(str(tmp_path))
+    with pytest.raises(ValueError, match="larger than the largest token count"):
+        parse_length("9" * 25)
