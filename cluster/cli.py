@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Iterable
 
-COMMANDS = ("plan", "simulate", "profile", "train", "rl")
+COMMANDS = ("plan", "simulate", "profile", "train", "rl", "prepare", "export")
 
 
 class UserError(Exception):
@@ -25,7 +25,7 @@ def build_parser(full: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
     full = set(full)
     parser = argparse.ArgumentParser(
         prog="hsp",
-        description="Heterogeneity-adaptive sequence parallelism: plan, simulate, profile, train, rl.",
+        description="Heterogeneity-adaptive sequence parallelism: plan, simulate, profile, train, rl, prepare, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

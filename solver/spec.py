@@ -11,6 +11,13 @@ def is_power_of_two(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
 
+def usable_degree(degree: int, num_heads: int, num_kv_heads: int) -> bool:
+    """Whether a Ulysses group of `degree` ranks can run a model with these heads: each rank
+    needs whole query heads (degree | num_heads), and its K/V heads either split evenly
+    (degree | num_kv_heads) or replicated evenly (num_kv_heads | degree)."""
+    return num_heads % degree == 0 and (num_kv_heads % degree == 0 or degree % num_kv_heads == 0)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClusterSpec:
     num_ranks: int
@@ -21,9 +28,14 @@ class ClusterSpec:
     """Attention heads of the model; a Ulysses group of degree d needs d | num_heads."""
     device_memory_bytes: int
     """Memory budget per rank for model states plus activations."""
+    num_kv_heads: int | None = None
+    """Key/value heads of the model (grouped-query attention); None = num_heads. A degree d
+    also needs d | num_kv_heads or num_kv_heads | d (`usable_degree`)."""
 
     def __post_init__(self) -> None:
-        for name in ("num_ranks", "ranks_per_node", "num_heads", "device_memory_bytes"):
+        if self.num_kv_heads is None:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)  # frozen: set once, here
+        for name in ("num_ranks", "ranks_per_node", "num_heads", "device_memory_bytes", "num_kv_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ClusterSpec.{name} must be a positive integer, got {value!r}")
@@ -36,10 +48,10 @@ class ClusterSpec:
 
     @property
     def degrees(self) -> tuple[int, ...]:
-        """Usable Ulysses degrees: powers of two <= N that divide the head count."""
+        """Usable Ulysses degrees: powers of two <= N that the head counts allow (`usable_degree`)."""
         out, d = [], 1
         while d <= self.num_ranks:
-            if self.num_heads % d == 0:
+            if usable_degree(d, self.num_heads, self.num_kv_heads):
                 out.append(d)
             d *= 2
         return tuple(out)
