@@ -9,8 +9,10 @@ its full parser (train/rl/profile derive theirs from config trees that import to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 from collections.abc import Iterable
 
 COMMANDS = ("plan", "simulate", "profile", "train", "rl", "prepare", "export")
@@ -18,6 +20,16 @@ COMMANDS = ("plan", "simulate", "profile", "train", "rl", "prepare", "export")
 
 class UserError(Exception):
     """A problem with the user's input: printed as one clear message, no traceback."""
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str):
+    """Print each warning raised inside as one line, `hsp COMMAND: warning: ...`, when it ends."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"hsp {command}: warning: {w.message}", file=sys.stderr)
 
 
 def build_parser(full: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:

@@ -15,8 +15,8 @@ into one tree per command (cluster/configtree.py: files and checks, configflags.
                  [metrics] MetricsConfig      cluster/metrics.py
     hsp rl       [model], [rl] RLConfig (hsp/rl/config.py), [cluster], [metrics], run_dir
     hsp profile  [model], [profile] ProfileConfig (hsp/engine/profile.py), out
-    hsp prepare  [prepare] PrepareConfig (hsp/data/prepare.py)
-    hsp export   [export] ExportConfig (cluster/export.py)
+    hsp prepare  PrepareConfig (hsp/data/prepare.py): plain keys, no sections
+    hsp export   ExportConfig (cluster/export.py): plain keys, no sections
 
 The checks across sections (heads against workers, memory against the longest sequence)
 run before Ray starts; every error names the key, the value and the fix.
@@ -289,40 +289,15 @@ PROFILE = Tree(
 )
 
 
-@dataclass(kw_only=True)
-class PrepareRunConfig(_Tree):
-    """`hsp prepare`."""
-
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+def _kebab_aliases(names) -> dict[str, str]:
+    """--num-workers for num_workers: the spelling of the other commands' flags."""
+    return {"--" + name.replace("_", "-"): name for name in names if "_" in name}
 
 
-PREPARE = Tree(
-    command="prepare",
-    root=PrepareRunConfig,
-    positionals={"prepare.inputs": "INPUT"},
-    aliases={
-        "--out": "prepare.out",
-        "--tokenizer": "prepare.tokenizer",
-        "--text-field": "prepare.text_field",
-        "--num-workers": "prepare.num_workers",
-        "--max-undecodable-fraction": "prepare.max_undecodable_fraction",
-    },
-)
-
-
-@dataclass(kw_only=True)
-class ExportRunConfig(_Tree):
-    """`hsp export`."""
-
-    export: ExportConfig = field(default_factory=ExportConfig)
-
-
-EXPORT = Tree(
-    command="export",
-    root=ExportRunConfig,
-    positionals={"export.run_dir": "RUN_DIR"},
-    aliases={"--out": "export.out", "--max-shard-bytes": "export.max_shard_bytes"},
-)
+PREPARE = Tree(command="prepare", root=PrepareConfig, positionals={"inputs": "INPUT"},
+               aliases=_kebab_aliases(PrepareConfig.__dataclass_fields__))
+EXPORT = Tree(command="export", root=ExportConfig, positionals={"run_dir": "RUN_DIR"},
+              aliases=_kebab_aliases(ExportConfig.__dataclass_fields__))
 
 
 def build_config(data: dict, overrides: dict[str, object] | None = None) -> TrainConfig:

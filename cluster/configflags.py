@@ -123,12 +123,23 @@ def load(tree: Tree, args: argparse.Namespace):
     return build(tree, data, overrides(tree, args))
 
 
-def add_command(subparsers, tree: Tree, *, help: str, description: str) -> argparse.ArgumentParser:
+def add_command(subparsers, tree: Tree, *, help: str, description: str, run=None,
+                progress: bool = False) -> argparse.ArgumentParser:
     """The sub-command's parser with the tree's flags (no abbreviations: with dotted keys
-    a prefix would silently pick one)."""
+    a prefix would silently pick one). `run(config, args) -> int` runs the command on its
+    loaded config (--print-config prints it instead); `progress` adds --no-progress."""
     parser = subparsers.add_parser(tree.command, help=help, description=description, allow_abbrev=False)
     add_arguments(parser, tree)
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if run is not None:
+        parser.set_defaults(func=lambda args: _run_loaded(tree, run, args))
     return parser
+
+
+def _run_loaded(tree: Tree, run, args: argparse.Namespace) -> int:
+    config = load_or_print(tree, args)
+    return 0 if config is None else run(config, args)
 
 
 def load_or_print(tree: Tree, args: argparse.Namespace):
