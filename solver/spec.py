@@ -33,9 +33,8 @@ class ClusterSpec:
     also needs d | num_kv_heads or num_kv_heads | d (`usable_degree`)."""
 
     def __post_init__(self) -> None:
-        if self.num_kv_heads is None:
-            object.__setattr__(self, "num_kv_heads", self.num_heads)  # frozen: set once, here
-        for name in ("num_ranks", "ranks_per_node", "num_heads", "device_memory_bytes", "num_kv_heads"):
+        optional = ("num_kv_heads",) if self.num_kv_heads is not None else ()
+        for name in ("num_ranks", "ranks_per_node", "num_heads", "device_memory_bytes", *optional):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ClusterSpec.{name} must be a positive integer, got {value!r}")
@@ -47,11 +46,16 @@ class ClusterSpec:
             )
 
     @property
+    def kv_heads(self) -> int:
+        """num_kv_heads, or num_heads when unset (unset, it follows a replaced num_heads)."""
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    @property
     def degrees(self) -> tuple[int, ...]:
         """Usable Ulysses degrees: powers of two <= N that the head counts allow (`usable_degree`)."""
         out, d = [], 1
         while d <= self.num_ranks:
-            if usable_degree(d, self.num_heads, self.num_kv_heads):
+            if usable_degree(d, self.num_heads, self.kv_heads):
                 out.append(d)
             d *= 2
         return tuple(out)

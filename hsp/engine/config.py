@@ -59,9 +59,9 @@ class WorkerConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         heads = (self.model.num_heads, self.model.num_kv_heads)
-        if (self.spec.num_heads, self.spec.num_kv_heads) != heads:
+        if (self.spec.num_heads, self.spec.kv_heads) != heads:
             raise ValueError(
-                f"spec.num_heads={self.spec.num_heads}, spec.num_kv_heads={self.spec.num_kv_heads} but the model has "
+                f"spec.num_heads={self.spec.num_heads}, spec.num_kv_heads={self.spec.kv_heads} but the model has "
                 f"{heads[0]} query and {heads[1]} key/value heads; build the ClusterSpec with num_heads={heads[0]}, "
                 f"num_kv_heads={heads[1]}"
             )
