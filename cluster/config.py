@@ -95,6 +95,9 @@ class DataConfig:
                              "train on raw text (--data-dir) or on prepared data (--data), not both")
         if not 0.0 <= self.max_undecodable_fraction <= 1.0:
             raise ValueError(f"data.max_undecodable_fraction={self.max_undecodable_fraction} must be in [0, 1]")
+        if self.tokenizer not in ("", "byte") and not (self.data_dir or self.prepared_dir):
+            raise ValueError(f"data.tokenizer={self.tokenizer!r} has nothing to tokenize: the synthetic corpus is made "
+                             "of byte-tokenizer ids; pass --data or --data-dir, or leave --tokenizer out")
 
 
 @dataclass(kw_only=True)

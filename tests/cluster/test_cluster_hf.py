@@ -139,8 +139,11 @@ def test_hf_tokenizer_that_does_not_match_the_prepared_data(capsys, assets, tmp_
 
 def test_hf_tokenizer_vocabulary_too_large_for_the_model(capsys, assets, tmp_path):
     big = word_level(tmp_path / "big", MODEL_IDS + 5)
-    err = _train_error(capsys, tmp_path, "--init-from", str(assets["llama"]), "--tokenizer", str(big))
+    err = _train_error(capsys, tmp_path, "--init-from", str(assets["llama"]), "--tokenizer", str(big),
+                       "--data-dir", str(assets["corpus"]))
     assert f"has {MODEL_IDS + 5} ids" in err and f"vocab_size={MODEL_IDS}" in err, err
+    err = _train_error(capsys, tmp_path, "--tokenizer", str(big))  # the synthetic corpus is byte ids
+    assert "has nothing to tokenize" in err, err
 
 
 def test_hf_checkpoint_whose_kv_heads_no_degree_can_run(capsys, tmp_path):
