@@ -19,8 +19,9 @@ def register(subparsers) -> None:
         subparsers, TRAIN, help=HELP,
         description=(
             "Train hsp's Llama-style decoder (or a local Hugging Face checkpoint, --init-from) on Ray workers "
-            "(one actor per rank, torch.distributed), planning each step's sequence-parallel groups while the previous step runs. With no arguments: an embedded local "
-            "Ray cluster, 2 workers, a tiny model, 100 steps. Every config key is also a flag "
+            "(one actor per rank, torch.distributed), planning each step's sequence-parallel groups while the "
+            "previous step runs. With no arguments: an embedded local Ray cluster, 2 workers, a tiny model, "
+            "100 steps. Every config key is also a flag "
             "(--section.key VALUE); the short flags are aliases."
         ),
     )
