@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hsp.model.gpt import GPTConfig  # noqa: E402
+from hsp.model.config import ModelConfig  # noqa: E402
 from hsp.rl.diffusion import DiffusionLM  # noqa: E402
 from hsp.engine.memory import SavedBytesMeter  # noqa: E402
 from hsp.rl.tasks import MASK, VOCAB_SIZE  # noqa: E402
@@ -44,8 +44,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def setup(args: argparse.Namespace) -> tuple[DiffusionLM, Rollouts]:
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=VOCAB_SIZE, num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=4,
-                    max_seq_len=2 * args.seq_len, bidirectional=True)
+    cfg = ModelConfig(vocab_size=VOCAB_SIZE, num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=4,
+                      num_kv_heads=2, intermediate_size=args.hidden_size * 11 // 4, max_seq_len=2 * args.seq_len,
+                      bidirectional=True)
     model = DiffusionLM(cfg, mask_id=MASK)
     g = torch.Generator().manual_seed(0)
     n = args.num_responses
@@ -160,7 +161,7 @@ def write(args: argparse.Namespace, rows: list[dict]) -> None:
         "# BGPO memory vs n_t", "",
         f"Command: `{command}`  ",
         f"Machine: `{' '.join(platform.uname())}`, nproc={os.cpu_count()}, torch {torch.__version__}  ",
-        f"Setup: {args.num_responses} responses, prompt = response = {args.seq_len} tokens, GPT {args.num_layers}x{args.hidden_size}, "
+        f"Setup: {args.num_responses} responses, prompt = response = {args.seq_len} tokens, decoder {args.num_layers}x{args.hidden_size}, "
         f"one sample saves {mib(rows[0]['sample_bytes'])} MiB; budget {args.budget_units} samples "
         "(the full-graph baseline gets one whole response per chunk when that exceeds it).", "",
         table(rows), "",

@@ -2,7 +2,7 @@
 
 For each world size N (4 gloo ranks, then 2):
 
-1. profile the tiny GPT on this machine with `hsp profile`'s code, in the configuration
+1. profile the tiny decoder on this machine with `hsp profile`'s code, in the configuration
    the steps use (same model, same N ranks, same pinning, one torch thread per rank),
    right before the steps, so the prediction error measures the cost model rather than a
    load change between profile and steps;
@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hsp.engine import Rank, SupervisedSpec, WorkerConfig  # noqa: E402
 from hsp.engine.profile import ProfileConfig, residual_table, run_profile  # noqa: E402
-from hsp.model.gpt import GPTConfig  # noqa: E402
+from hsp.model.config import ModelConfig  # noqa: E402
 from hsp.engine.spawn import spawn_ranks  # noqa: E402
 from solver.cost import CostModel  # noqa: E402
 from solver.planner import plan as make_step_plan  # noqa: E402
@@ -70,9 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget-factor", type=float, default=1.5,
                    help="per-rank token budget = this x max-len / N (default 1.5: sequences longer than "
                         "0.75 x max-len need SP=N, so static is one SP=N group)")
-    p.add_argument("--num-layers", type=int, default=2, help="GPT blocks (default 2)")
-    p.add_argument("--hidden-size", type=int, default=64, help="GPT width (default 64)")
-    p.add_argument("--num-heads", type=int, default=4, help="attention heads (default 4)")
+    p.add_argument("--num-layers", type=int, default=2, help="decoder blocks (default 2)")
+    p.add_argument("--hidden-size", type=int, default=64, help="decoder width (default 64)")
+    p.add_argument("--num-heads", type=int, default=4, help="query heads (default 4)")
+    p.add_argument("--num-kv-heads", type=int, default=2, help="key/value heads (default 2: degree 4 replicates them)")
     p.add_argument("--cost", action="append", default=[], metavar="N=FILE",
                    help="use this cost model for N ranks instead of profiling (repeatable)")
     p.add_argument("--no-pin", dest="pin_cpus", action="store_false",
@@ -83,9 +84,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def model_config(args) -> GPTConfig:
-    return GPTConfig(num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=args.num_heads,
-                     vocab_size=260, max_seq_len=args.max_len)
+def model_config(args) -> ModelConfig:
+    return ModelConfig(num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=args.num_heads,
+                       num_kv_heads=args.num_kv_heads, intermediate_size=args.hidden_size * 11 // 4, vocab_size=260,
+                       max_seq_len=args.max_len)
 
 
 def bench_rank(rank: int, world_size: int, rendezvous: str, config: WorkerConfig, warmup: list, runs: list) -> dict:
@@ -113,10 +115,10 @@ def bench_rank(rank: int, world_size: int, rendezvous: str, config: WorkerConfig
     return out
 
 
-def spec_for(world_size: int, cost: CostModel, capacity: int, num_heads: int) -> ClusterSpec:
+def spec_for(world_size: int, cost: CostModel, capacity: int, model: ModelConfig) -> ClusterSpec:
     memory = math.ceil(cost.state_bytes_per_rank(world_size) + capacity * cost.act_bytes_per_token)
-    return ClusterSpec(num_ranks=world_size, ranks_per_node=world_size, num_heads=num_heads,
-                       device_memory_bytes=memory)
+    return ClusterSpec(num_ranks=world_size, ranks_per_node=world_size, num_heads=model.num_heads,
+                       num_kv_heads=model.num_kv_heads, device_memory_bytes=memory)
 
 
 def profile(world_size: int, args) -> tuple[CostModel, dict]:
@@ -174,7 +176,7 @@ def run_world(world_size: int, args) -> dict:
     busy0, own0, wall0 = *cpu_seconds(), time.perf_counter()
     cost, profile_info = profile(world_size, args)
     capacity = int(args.budget_factor * args.max_len / world_size)
-    spec = spec_for(world_size, cost, capacity, args.num_heads)
+    spec = spec_for(world_size, cost, capacity, model_config(args))
     assert cost.token_capacity(spec) >= capacity - 1
     # static: one degree for the whole run, the one the longest allowed sequence needs
     # (DeepSpeed-Ulysses style); batch-ada re-picks a single degree per batch
@@ -317,7 +319,7 @@ def main(argv=None) -> int:
     header = (f"Command: `{command.strip()}`  \nMachine: `{uname}`; {machine()}  \n"
               f"Load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in start_load)} at start, "
               f"{' / '.join(f'{x:.2f}' for x in end_load)} at end  \n"
-              f"Model: GPT {m.num_layers} layers, hidden {m.hidden_size}, {m.num_heads} heads, vocab {m.vocab_size}, "
+              f"Model: decoder {m.num_layers} layers, hidden {m.hidden_size}, {m.num_heads}/{m.num_kv_heads} q/kv heads, vocab {m.vocab_size}, "
               f"float32, 1 torch thread per rank, {'rank r pinned to core r*C/N' if args.pin_cpus else 'no pinning'}  \n"
               f"Workload: Wikipedia length shape x {args.scale:g}, max length {args.max_len}, "
               f"{args.batch_size} sequences per step, {args.steps} timed steps per strategy, interleaved.\n")

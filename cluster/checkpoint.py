@@ -4,6 +4,7 @@ mid-write never leaves a torn `latest.pt`."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -88,3 +89,43 @@ def check_resumable(payload: dict, *, fingerprint: dict, num_workers: int, path:
         raise ValueError(
             f"{path} holds {saved} ranks but --num-workers is {num_workers}; resume with --num-workers {saved}"
         )
+
+
+# ---- the trained model, as `hsp export` reads it --------------------------------------
+
+MODEL_FILE = "model.json"
+"""In a run directory: the model's config, its tokenizer and what it started from."""
+
+
+def write_model_info(run_dir: str | Path, *, model: dict, tokenizer: dict | None, init_from: str = "") -> Path:
+    """Record `model` (hsp.model.ModelConfig.to_dict()), `tokenizer` (Tokenizer.describe(),
+    None when the ids are a task's own) and the --init-from folder, so that the weights of
+    the run can be exported without the run's flags."""
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MODEL_FILE
+    path.write_text(json.dumps({"model": model, "tokenizer": tokenizer, "init_from": init_from}, indent=2) + "\n")
+    return path
+
+
+def read_model_info(run_dir: str | Path) -> dict:
+    """{"model", "tokenizer", "init_from"} as `write_model_info` recorded them."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no {MODEL_FILE}: it is not the run directory of `hsp train` "
+                         "(or of `hsp rl`); pass the --run-dir of a training run")
+    return json.loads(path.read_text())
+
+
+def read_model_state(run_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(model config dict, model state dict) of the run's latest checkpoint: the one place
+    that knows how the checkpoint stores the weights (every rank holds all of them today;
+    rank 0's are read, memory-mapped, without the optimizer states)."""
+    model = read_model_info(run_dir)["model"]
+    path = checkpoint_dir(run_dir) / LATEST
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no checkpoint ({path} is missing); a finished `hsp train` run writes one")
+    payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if payload.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format {payload.get('version')}, expected {FORMAT_VERSION}")
+    return model, payload["rank_states"][0]["model"]

@@ -9,15 +9,27 @@ its full parser (train/rl/profile derive theirs from config trees that import to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 from collections.abc import Iterable
 
-COMMANDS = ("plan", "simulate", "profile", "train", "rl")
+COMMANDS = ("plan", "simulate", "profile", "train", "rl", "prepare", "export")
 
 
 class UserError(Exception):
     """A problem with the user's input: printed as one clear message, no traceback."""
+
+
+@contextlib.contextmanager
+def warnings_as_lines(command: str):
+    """Print each warning raised inside as one line, `hsp COMMAND: warning: ...`, when it ends."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"hsp {command}: warning: {w.message}", file=sys.stderr)
 
 
 def build_parser(full: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
@@ -25,7 +37,7 @@ def build_parser(full: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
     full = set(full)
     parser = argparse.ArgumentParser(
         prog="hsp",
-        description="Heterogeneity-adaptive sequence parallelism: plan, simulate, profile, train, rl.",
+        description="Heterogeneity-adaptive sequence parallelism: plan, simulate, profile, train, rl, prepare, export.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:

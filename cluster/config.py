@@ -3,7 +3,8 @@
 Each component keeps its config dataclass next to its code; this module composes them
 into one tree per command (cluster/configtree.py: files and checks, configflags.py: flags):
 
-    hsp train    [model] ModelConfig          hsp/model/gpt.py (the model's own config)
+    hsp train    init_from                    a Hugging Face folder to start from (cluster/sources.py)
+                 [model] ModelConfig          hsp/model/config.py (the model's own config)
                  [data] DataConfig            here
                  [train] TrainLoopConfig      here
                  [optimizer] OptimizerConfig  hsp/engine/options.py
@@ -14,6 +15,8 @@ into one tree per command (cluster/configtree.py: files and checks, configflags.
                  [metrics] MetricsConfig      cluster/metrics.py
     hsp rl       [model], [rl] RLConfig (hsp/rl/config.py), [cluster], [metrics], run_dir
     hsp profile  [model], [profile] ProfileConfig (hsp/engine/profile.py), out
+    hsp prepare  PrepareConfig (hsp/data/prepare.py): plain keys, no sections
+    hsp export   ExportConfig (cluster/export.py): plain keys, no sections
 
 The checks across sections (heads against workers, memory against the longest sequence)
 run before Ray starts; every error names the key, the value and the fix.
@@ -28,16 +31,18 @@ from pathlib import Path
 
 from cluster.checkpoint import CheckpointConfig
 from cluster.configtree import Tree, build, read_file, to_dict
+from cluster.export import ExportConfig
 from cluster.metrics import MetricsConfig
+from hsp.data.prepare import DEFAULT_MAX_UNDECODABLE_FRACTION, PrepareConfig
 from hsp.engine.options import EngineConfig, OptimizerConfig
 from hsp.engine.profile import ProfileConfig
-from hsp.model.gpt import GPTConfig as ModelConfig  # the one reference to the model's config class
+from hsp.model.config import ModelConfig  # the one reference to the model's config class
 from hsp.rl.config import RLConfig
 from solver.cost import CostModel
-from solver.spec import ClusterSpec
+from solver.spec import ClusterSpec, usable_degree
 from solver import STRATEGIES
 
-__all__ = ["TRAIN", "RL", "PROFILE", "TrainConfig", "build_config", "cluster_spec", "read_file"]
+__all__ = ["TRAIN", "RL", "PROFILE", "PREPARE", "EXPORT", "TrainConfig", "build_config", "cluster_spec", "read_file"]
 
 CONFIGS = Path(__file__).parent / "configs"
 DEFAULT_COST_MODEL = CONFIGS / "cost-cpu-tiny.json"
@@ -55,7 +60,20 @@ def _positive(obj, section: str, names: tuple[str, ...]) -> None:
 @dataclass(kw_only=True)
 class DataConfig:
     data_dir: str = ""
-    """Folder of .txt/.jsonl files to train on; empty = synthetic Wikipedia-shaped corpus."""
+    """Folder of raw .txt/.jsonl/.parquet files, tokenized once (as `hsp prepare` does) into
+    $HSP_DATA_CACHE or <run_dir>/data-cache; empty (and no prepared_dir) = synthetic
+    Wikipedia-shaped corpus."""
+    prepared_dir: str = ""
+    """Folder written by `hsp prepare`: every worker memory-maps it, the driver reads only
+    the lengths."""
+    tokenizer: str = ""
+    """'byte', a tokenizer.json or a folder holding one; empty = byte, or with prepared_dir
+    the tokenizer the data was prepared with (which must match: fingerprint)."""
+    text_field: str = "text"
+    """Field of a .jsonl object / column of a .parquet file holding the text (data_dir)."""
+    max_undecodable_fraction: float = DEFAULT_MAX_UNDECODABLE_FRACTION
+    """Largest fraction of data_dir's documents that may hold bytes that are not UTF-8
+    (kept with U+FFFD); above it the run refuses the data."""
     num_seqs_per_step: int = 64
     """Sequences in each global batch."""
     num_docs: int = 100_000
@@ -67,14 +85,26 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "data", ("num_seqs_per_step", "num_docs", "reference_len"))
-        if self.data_dir and not Path(self.data_dir).is_dir():
-            raise ValueError(f"data.data_dir={self.data_dir!r} is not a folder; pass a folder of .txt/.jsonl files")
+        for name in ("data_dir", "prepared_dir"):
+            folder = getattr(self, name)
+            if folder and not Path(folder).is_dir():
+                raise ValueError(f"data.{name}={folder!r} is not a folder; pass "
+                                 + ("a folder of .txt/.jsonl/.parquet files" if name == "data_dir" else "a folder written by `hsp prepare`"))
+        if self.data_dir and self.prepared_dir:
+            raise ValueError(f"data.data_dir={self.data_dir!r} and data.prepared_dir={self.prepared_dir!r} are both set; "
+                             "train on raw text (--data-dir) or on prepared data (--data), not both")
+        if not 0.0 <= self.max_undecodable_fraction <= 1.0:
+            raise ValueError(f"data.max_undecodable_fraction={self.max_undecodable_fraction} must be in [0, 1]")
+        if self.tokenizer not in ("", "byte") and not (self.data_dir or self.prepared_dir):
+            raise ValueError(f"data.tokenizer={self.tokenizer!r} has nothing to tokenize: the synthetic corpus is made "
+                             "of byte-tokenizer ids; pass --data or --data-dir, or leave --tokenizer out")
 
 
 @dataclass(kw_only=True)
 class TrainLoopConfig:
     steps: int = 100
-    """Optimizer steps to reach (a resumed run continues up to this step)."""
+    """Optimizer steps to reach (a resumed run continues up to this step); 0 writes the
+    initial state as the checkpoint (e.g. an --init-from model for `hsp export`)."""
     seed: int = 0
     """Seed of model init and of every rank's RNG."""
     run_dir: str = "runs/train"
@@ -85,9 +115,10 @@ class TrainLoopConfig:
     """A step not finished by then counts as a failure (no hang)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "train", ("steps", "step_timeout_s"))
-        if self.max_restarts < 0:
-            raise ValueError(f"train.max_restarts={self.max_restarts} must be >= 0")
+        _positive(self, "train", ("step_timeout_s",))
+        for name in ("steps", "max_restarts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
 
 
 @dataclass(kw_only=True)
@@ -150,6 +181,10 @@ class _Tree:
 class TrainConfig(_Tree):
     """`hsp train`."""
 
+    init_from: str = ""
+    """Local Hugging Face folder (config.json + safetensors; Llama, Qwen2, Mistral) to start
+    from: the model comes from its config.json, every rank loads its weights. [model]
+    keys other than max_seq_len must then be left out or agree with config.json."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
@@ -180,12 +215,11 @@ class ProfileRunConfig(_Tree):
     out: str = ""
     """Where to write the CostModel JSON (required to run)."""
 
-_TOKENIZER = "the tokenizer's vocabulary"
 TRAIN = Tree(
     command="train",
     root=TrainConfig,
     derived={
-        "model.vocab_size": _TOKENIZER,
+        "model.vocab_size": "the tokenizer's vocabulary, or --init-from's config.json",
         "model.init_seed": "train.seed",
         "model.bidirectional": "causal for training",
     },
@@ -199,6 +233,10 @@ TRAIN = Tree(
         "--resume": "checkpoint.resume",
         "--checkpoint-every": "checkpoint.every_steps",
         "--data-dir": "data.data_dir",
+        "--data": "data.prepared_dir",
+        "--tokenizer": "data.tokenizer",
+        "--text-field": "data.text_field",
+        "--init-from": "init_from",
         "--seed": "train.seed",
         "--strategy": "planner.strategy",
     },
@@ -223,6 +261,7 @@ RL = Tree(
         "--num-layers": "model.num_layers",
         "--hidden-size": "model.hidden_size",
         "--num-heads": "model.num_heads",
+        "--num-kv-heads": "model.num_kv_heads",
         "--run-dir": "run_dir",
         "--address": "cluster.address",
         "--cpus-per-worker": "cluster.cpus_per_worker",
@@ -240,6 +279,7 @@ PROFILE = Tree(
         "--num-layers": "model.num_layers",
         "--hidden-size": "model.hidden_size",
         "--num-heads": "model.num_heads",
+        "--num-kv-heads": "model.num_kv_heads",
         "--vocab-size": "model.vocab_size",
         "--max-seq-len": "model.max_seq_len",
         "--lengths": "profile.lengths",
@@ -252,6 +292,17 @@ PROFILE = Tree(
 )
 
 
+def _kebab_aliases(names) -> dict[str, str]:
+    """--num-workers for num_workers: the spelling of the other commands' flags."""
+    return {"--" + name.replace("_", "-"): name for name in names if "_" in name}
+
+
+PREPARE = Tree(command="prepare", root=PrepareConfig, positionals={"inputs": "INPUT"},
+               aliases=_kebab_aliases(PrepareConfig.__dataclass_fields__))
+EXPORT = Tree(command="export", root=ExportConfig, positionals={"run_dir": "RUN_DIR"},
+              aliases=_kebab_aliases(ExportConfig.__dataclass_fields__))
+
+
 def build_config(data: dict, overrides: dict[str, object] | None = None) -> TrainConfig:
     """`hsp train`'s TrainConfig from nested `data` plus dotted `overrides`."""
     return build(TRAIN, data, overrides)
@@ -261,17 +312,13 @@ def build_config(data: dict, overrides: dict[str, object] | None = None) -> Trai
 
 
 def cluster_spec(config: TrainConfig, cost: CostModel) -> ClusterSpec:
-    """The planner's ClusterSpec; checks heads and the memory budget against the longest
-    sequence, naming the numbers and the fix."""
-    n, heads = config.cluster.num_workers, config.model.num_heads
-    if n > 1 and heads % 2:
-        raise ValueError(
-            f"model.num_heads={heads} is odd, so no sequence-parallel degree > 1 divides it and "
-            f"cluster.num_workers={n} ranks could never share a sequence; use an even head count "
-            f"(e.g. model.num_heads={heads + 1 if config.model.hidden_size % (heads + 1) == 0 else 2}) or num_workers = 1"
-        )
+    """The planner's ClusterSpec; checks the head counts and the memory budget against the
+    longest sequence, naming the numbers and the fix."""
+    n, heads, kv = config.cluster.num_workers, config.model.num_heads, config.model.num_kv_heads
+    if n > 1 and not any(usable_degree(2**k, heads, kv) for k in range(1, n.bit_length())):
+        raise ValueError(_no_parallel_degree(config))
     budget = config.cluster.memory_budget_bytes or auto_memory_budget(config, cost)
-    spec = ClusterSpec(num_ranks=n, ranks_per_node=n, num_heads=heads, device_memory_bytes=int(budget))
+    spec = ClusterSpec(num_ranks=n, ranks_per_node=n, num_heads=heads, num_kv_heads=kv, device_memory_bytes=int(budget))
     states = cost.state_bytes_per_rank(n)
     capacity = int((budget - states) // cost.act_bytes_per_token)
     longest, top = config.model.max_seq_len, max(spec.degrees)
@@ -280,18 +327,37 @@ def cluster_spec(config: TrainConfig, cost: CostModel) -> ClusterSpec:
         fixes = [f"raise cluster.memory_budget_bytes to >= {math.ceil(need)}"]
         if capacity >= 1:
             fixes.append(f"lower model.max_seq_len to <= {top * capacity}")
-            if heads % (2 * top) == 0:
+            if usable_degree(2 * top, heads, kv):
                 fixes.append(f"use {2 * top} workers so degree-{2 * top} groups exist")
             else:
-                fixes.append(f"use a head count divisible by {2 * top} with >= {2 * top} workers")
+                fixes.append(f"use head counts that allow degree {2 * top} (num_heads and num_kv_heads divisible by "
+                             f"{2 * top}, or num_kv_heads dividing it) with >= {2 * top} workers")
         raise ValueError(
             f"cluster.memory_budget_bytes={budget} holds {max(capacity, 0)} tokens per rank after "
             f"{states:.0f} bytes of model states, so a max_seq_len={longest} sample does not fit even on the "
-            f"largest usable group (degree {top}; degrees usable with num_heads={heads} and {n} workers: "
+            f"largest usable group (degree {top}; degrees usable with num_heads={heads}, num_kv_heads={kv} and {n} workers: "
             f"{list(spec.degrees)}); " + ", or ".join(fixes)
         )
     _warn_cost_mismatch(config, cost)
     return spec
+
+
+def _no_parallel_degree(config: TrainConfig) -> str:
+    n, m = config.cluster.num_workers, config.model
+    why = (f"model.num_heads={m.num_heads} is odd, so no sequence-parallel degree > 1 divides it"
+           if m.num_heads % 2 else
+           f"model.num_kv_heads={m.num_kv_heads} is odd, so no degree d > 1 either splits the key/value heads "
+           f"(d | num_kv_heads) or replicates them evenly (num_kv_heads | d)")
+    if config.init_from:
+        fix = (f"the heads are --init-from {config.init_from}'s, so train it with cluster.num_workers = 1, "
+               "or start from a checkpoint whose num_key_value_heads is a power of two")
+    elif m.num_heads % 2:
+        even = m.num_heads + 1 if m.hidden_size % (m.num_heads + 1) == 0 else 2
+        fix = f"use an even head count (e.g. model.num_heads={even}, with num_kv_heads dividing it) or num_workers = 1"
+    else:
+        fix = (f"use a power of two num_kv_heads that divides {m.num_heads} (e.g. model.num_kv_heads="
+               f"{m.num_heads & -m.num_heads}) or num_workers = 1")
+    return f"{why}, and cluster.num_workers={n} ranks could never share a sequence; {fix}"
 
 
 def auto_memory_budget(config: TrainConfig, cost: CostModel) -> int:

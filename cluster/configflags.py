@@ -21,9 +21,9 @@ def flag_dest(tree: Tree, path: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser, tree: Tree) -> None:
     """--config, --print-config and one flag per key (plus its short aliases); a flag
     left out keeps the file's (or the default) value."""
-    unknown = sorted(set(tree.aliases.values()) - set(tree.keys))
+    unknown = sorted((set(tree.aliases.values()) | set(tree.positionals)) - set(tree.keys))
     if unknown:
-        raise TypeError(f"aliases of hsp {tree.command} name no key: {unknown}")
+        raise TypeError(f"aliases or positionals of hsp {tree.command} name no key: {unknown}")
     parser.usage = f"hsp {tree.command} [--config FILE] [--print-config] [--section.key VALUE ...] (see --help)"
     parser.add_argument("--config", metavar="FILE", help="TOML or YAML file of sections and keys (flags override it)")
     parser.add_argument("--print-config", action="store_true",
@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser, tree: Tree) -> None:
     for path, reason in tree.derived.items():
         parser.add_argument(f"--{path}", nargs="?", action=_Derived, help=argparse.SUPPRESS,
                             reason=f"{path} is set by hsp {tree.command} ({reason}); remove the flag")
+    for path, metavar in tree.positionals.items():
+        key = tree.keys[path]
+        many = typing.get_origin(key.kind) in (tuple, list)
+        parse = str if many else _flag_parser(path, key.kind, key.choices)  # items are checked when the tree is built
+        parser.add_argument(_positional_dest(path), metavar=metavar, nargs="*" if many else "?", default=None, type=parse,
+                            help=f"{key.doc} Or --{path}.".replace("%", "%%"))
     groups: dict[str, argparse._ArgumentGroup] = {}
     for path, key in tree.keys.items():
         section = path.rpartition(".")[0] or "run"
@@ -93,10 +99,22 @@ def _flag_example(kind) -> str:
     return text.strip('"')
 
 
+def _positional_dest(path: str) -> str:
+    return f"positional:{path}"
+
+
 def overrides(tree: Tree, args: argparse.Namespace) -> dict[str, object]:
-    """Dotted key -> value of every flag given on the command line."""
+    """Dotted key -> value of every flag and positional argument given on the command line."""
     values = {path: getattr(args, flag_dest(tree, path)) for path in tree.keys}
-    return {path: value for path, value in values.items() if value is not None}
+    out = {path: value for path, value in values.items() if value is not None}
+    for path, metavar in tree.positionals.items():
+        given = getattr(args, _positional_dest(path), None)
+        if given in (None, []):
+            continue
+        if path in out:
+            raise ValueError(f"{metavar} is given twice, as an argument and as --{path}; give it once")
+        out[path] = tuple(given) if isinstance(given, list) else given
+    return out
 
 
 def load(tree: Tree, args: argparse.Namespace):
@@ -105,12 +123,23 @@ def load(tree: Tree, args: argparse.Namespace):
     return build(tree, data, overrides(tree, args))
 
 
-def add_command(subparsers, tree: Tree, *, help: str, description: str) -> argparse.ArgumentParser:
+def add_command(subparsers, tree: Tree, *, help: str, description: str, run=None,
+                progress: bool = False) -> argparse.ArgumentParser:
     """The sub-command's parser with the tree's flags (no abbreviations: with dotted keys
-    a prefix would silently pick one)."""
+    a prefix would silently pick one). `run(config, args) -> int` runs the command on its
+    loaded config (--print-config prints it instead); `progress` adds --no-progress."""
     parser = subparsers.add_parser(tree.command, help=help, description=description, allow_abbrev=False)
     add_arguments(parser, tree)
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if run is not None:
+        parser.set_defaults(func=lambda args: _run_loaded(tree, run, args))
     return parser
+
+
+def _run_loaded(tree: Tree, run, args: argparse.Namespace) -> int:
+    config = load_or_print(tree, args)
+    return 0 if config is None else run(config, args)
 
 
 def load_or_print(tree: Tree, args: argparse.Namespace):

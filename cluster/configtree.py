@@ -59,6 +59,9 @@ class Tree:
     """Dotted key -> what sets it (users may not set these)."""
     aliases: dict[str, str] = field(default_factory=dict)
     """Short flag -> dotted key, e.g. "--steps" -> "train.steps"."""
+    positionals: dict[str, str] = field(default_factory=dict)
+    """Dotted key -> metavar of the positional argument that also sets it, in order
+    (`hsp export RUN_DIR`); a tuple key takes any number of them (`hsp prepare INPUT...`)."""
 
     @functools.cached_property
     def keys(self) -> dict[str, Key]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from cluster import checkpoint
 from cluster.config import RLRunConfig
 from cluster.metrics import Metrics
 
@@ -14,7 +15,9 @@ def run_rl(config: RLRunConfig, *, progress: bool = True) -> dict:
     """Run `config`; returns the summary (also in run_dir/summary.json) and draws
     run_dir/reward_curve.png."""
     from cluster.plots import plot_rl_rewards
+    from hsp.rl.tasks import get_task
     from hsp.rl.trainer import train
+    from hsp.rl.warmup import model_config
 
     cfg = config.rl
     metrics = Metrics()
@@ -31,6 +34,8 @@ def run_rl(config: RLRunConfig, *, progress: bool = True) -> dict:
         if server is not None:
             server.shutdown()
             server.server_close()
+    # what `hsp export` reads: it refuses this bidirectional model with the reason
+    checkpoint.write_model_info(config.run_dir, model=model_config(cfg, get_task(cfg.task)).to_dict(), tokenizer=None)
     title = f"{cfg.task} {cfg.algo} n_t={cfg.mc_samples} seed={cfg.seed}"
     plot_rl_rewards(summary["history"], Path(config.run_dir) / "reward_curve.png", title=title)
     return summary

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cluster import checkpoint
+from cluster import checkpoint, sources
 from cluster.config import TrainConfig, check_resume, cluster_spec
 from cluster.metrics import Metrics
 
@@ -29,25 +29,32 @@ class Prepared:
     dataset: object
     cursor: object
     worker_config: object
+    tokenizer: object
+    exported_model: object
+    """The model as `hsp export` writes it (hsp.model.ModelConfig; see cluster.sources.run_model)."""
     warnings: list[str] = field(default_factory=list)
 
 
 def prepare(config: TrainConfig) -> Prepared:
     """Validate everything that can be validated locally; raises ValueError naming the
     key, the value and the fix."""
-    from hsp.data import PAD, VOCAB_SIZE, DataCursor, DataSpec, open_dataset
+    from hsp.data import DataCursor, open_dataset
     from hsp.engine.config import WorkerConfig
 
     check_resume(config, checkpoint.saved_step(config.train.run_dir))
     cost = config.planner.load_cost()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        spec = cluster_spec(config, cost)
-    model = dataclasses.replace(config.model, vocab_size=VOCAB_SIZE, init_seed=config.train.seed)
+        tokenizer = sources.run_tokenizer(config)
+        model, exported = sources.run_model(config, tokenizer)
+        spec = cluster_spec(dataclasses.replace(config, model=model), cost)
+        data_spec = sources.run_data_spec(config, model, tokenizer)
+        dataset = open_dataset(data_spec)  # the driver reads lengths only
     capacity = cost.token_capacity(spec)
     opt, engine = config.optimizer, config.engine
     worker_config = WorkerConfig(
         model=model,
+        init_from=str(Path(config.init_from).resolve()) if config.init_from else "",
         spec=spec,
         cost_model=cost,
         lr=opt.lr,
@@ -60,18 +67,9 @@ def prepare(config: TrainConfig) -> Prepared:
         dtype=engine.dtype,
         num_threads=max(1, int(config.cluster.cpus_per_worker)),
         pin_cpus=engine.pin_cpus,
-        pad_token_id=PAD,
+        pad_token_id=tokenizer.pad_id,
     )
-    d = config.data
-    data_spec = DataSpec(
-        max_len=model.max_seq_len,
-        data_dir=str(Path(d.data_dir).resolve()) if d.data_dir else "",
-        seed=d.seed,
-        num_docs=d.num_docs,
-        reference_len=d.reference_len,
-    )
-    dataset = open_dataset(data_spec)
-    cursor = DataCursor(len(dataset.lengths), d.num_seqs_per_step, d.seed)
+    cursor = DataCursor(len(dataset.lengths), config.data.num_seqs_per_step, config.data.seed)
     return Prepared(
         config=config,
         spec=spec,
@@ -80,6 +78,8 @@ def prepare(config: TrainConfig) -> Prepared:
         dataset=dataset,
         cursor=cursor,
         worker_config=worker_config,
+        tokenizer=tokenizer,
+        exported_model=exported,
         warnings=[str(w.message) for w in caught],
     )
 
@@ -120,6 +120,8 @@ def run_training(
     prepared = prepare(config)
     for message in prepared.warnings:
         log.warning("%s", message)
+    checkpoint.write_model_info(config.train.run_dir, model=prepared.exported_model.to_dict(),
+                                tokenizer=prepared.tokenizer.describe(), init_from=prepared.worker_config.init_from)
     metrics = Metrics()
     server = metrics.serve_config(config.metrics)
     if server is not None:

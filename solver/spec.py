@@ -23,6 +23,13 @@ def is_power_of_two(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
 
+def usable_degree(degree: int, num_heads: int, num_kv_heads: int) -> bool:
+    """Whether a Ulysses group of `degree` ranks can run a model with these heads: each rank
+    needs whole query heads (degree | num_heads), and its K/V heads either split evenly
+    (degree | num_kv_heads) or replicated evenly (num_kv_heads | degree)."""
+    return num_heads % degree == 0 and (num_kv_heads % degree == 0 or degree % num_kv_heads == 0)
+
+
 def usable_degrees(
     num_ranks: int,
     num_heads: int,
@@ -40,7 +47,7 @@ def usable_degrees(
     kv = num_heads if num_kv_heads is None else num_kv_heads
     out, d = [], 1
     while d <= num_ranks:
-        heads_ok = num_heads % d == 0 and (kv % d == 0 or d % kv == 0)
+        heads_ok = usable_degree(d, num_heads, kv)
         nodes_ok = ranks_per_node is None or d <= ranks_per_node or d % ranks_per_node == 0
         if heads_ok and nodes_ok:
             out.append(d)

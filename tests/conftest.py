@@ -10,6 +10,19 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """Raw-text folders are prepared into $HSP_DATA_CACHE (hsp.data.corpus): the tests' own
+    temporary folder, so no run leaves prepared copies in the system's temp dir."""
+    before = os.environ.get("HSP_DATA_CACHE")
+    os.environ["HSP_DATA_CACHE"] = str(tmp_path_factory.mktemp("hsp-data-cache"))
+    yield os.environ["HSP_DATA_CACHE"]
+    if before is None:
+        del os.environ["HSP_DATA_CACHE"]
+    else:
+        os.environ["HSP_DATA_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """ONE local Ray session for every Ray test of the run (tests/cluster, tests/rl)."""

@@ -18,9 +18,10 @@ def register(subparsers) -> None:
     parser = add_command(
         subparsers, TRAIN, help=HELP,
         description=(
-            "Train a GPT on Ray workers (one actor per rank, torch.distributed), planning each step's "
-            "sequence-parallel groups while the previous step runs. With no arguments: an embedded local "
-            "Ray cluster, 2 workers, a tiny model, 100 steps. Every config key is also a flag "
+            "Train hsp's Llama-style decoder (or a local Hugging Face checkpoint, --init-from) on Ray workers "
+            "(one actor per rank, torch.distributed), planning each step's sequence-parallel groups while the "
+            "previous step runs. With no arguments: an embedded local Ray cluster, 2 workers, a tiny model, "
+            "100 steps. Every config key is also a flag "
             "(--section.key VALUE); the short flags are aliases."
         ),
     )

@@ -38,6 +38,35 @@ BATCH_DOCS = 256
 """Documents per encode_batch call."""
 
 
+@dataclass(kw_only=True)
+class PrepareConfig:
+    """What `hsp prepare` tokenizes, with what, into where (the arguments of `prepare`)."""
+
+    inputs: tuple[str, ...] = ()
+    """.txt/.jsonl/.parquet files, or folders searched recursively for them."""
+    out: str = ""
+    """New (or empty) folder for tokens.bin, index.npy and manifest.json."""
+    tokenizer: str = "byte"
+    """'byte', a tokenizer.json or a folder holding one (recorded in the manifest)."""
+    text_field: str = "text"
+    """Field of a .jsonl object / column of a .parquet file holding the text."""
+    num_workers: int = 0
+    """Tokenizing processes; 0 = one per CPU this process may use."""
+    max_undecodable_fraction: float = DEFAULT_MAX_UNDECODABLE_FRACTION
+    """Largest fraction of documents that may hold bytes that are not UTF-8 (kept with
+    U+FFFD, counted in the manifest); above it the corpus is refused."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"prepare.num_workers={self.num_workers} must be >= 0 (0 = one per CPU)")
+        if not 0.0 <= self.max_undecodable_fraction <= 1.0:
+            raise ValueError(f"prepare.max_undecodable_fraction={self.max_undecodable_fraction} must be in [0, 1]")
+
+    @property
+    def processes(self) -> int:
+        return self.num_workers or len(os.sched_getaffinity(0))
+
+
 @dataclass
 class UnitResult:
     tokens: np.ndarray
@@ -164,8 +193,7 @@ def _write(files, out: Path, tok: Tokenizer, text_field: str, num_workers: int, 
         dtype=dtype.name,
         num_tokens=int(offsets[-1]),
         num_docs=len(doc_lengths),
-        tokenizer={"name": tok.name, "spec": tok.spec, "fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
-                   "bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id},
+        tokenizer=tok.describe(),
         text_field=text_field,
         sources=[{"path": str(p.resolve()), "num_bytes": p.stat().st_size} for p in files],
         num_empty_docs=int(counts[0]),

@@ -81,6 +81,11 @@ class Tokenizer(ABC):
         parts += [np.array([i], dtype=np.int64) for i in (self.eos_id,) if i is not None]
         return np.concatenate(parts)
 
+    def describe(self) -> dict:
+        """What prepared data and run directories record about this tokenizer (plain values)."""
+        return {"name": self.name, "spec": self.spec, "fingerprint": self.fingerprint, "vocab_size": self.vocab_size,
+                "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
+
     @property
     def fingerprint(self) -> str:
         specials = f"bos={self.bos_id},eos={self.eos_id},vocab={self.vocab_size}"

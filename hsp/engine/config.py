@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hsp.model.gpt import GPTConfig
+from hsp.model.config import ModelConfig
 from solver.cost import CostModel
 from solver.spec import ClusterSpec
 
@@ -15,8 +15,12 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 
 @dataclass(kw_only=True)
 class WorkerConfig:
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     """The model every rank builds (same init seed -> same weights everywhere)."""
+    init_from: str = ""
+    """Local Hugging Face folder every rank loads the weights from ('' = initialise from
+    model.init_seed); `model` must be its config.json's (`hsp.model.hf.read_config`), up to
+    the run settings max_seq_len and init_seed."""
     spec: ClusterSpec
     """The cluster the plans are made for; num_ranks must equal the world size."""
     cost_model: CostModel
@@ -54,10 +58,12 @@ class WorkerConfig:
             raise ValueError(f"backend must be 'auto', 'gloo' or 'nccl', got {self.backend!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.spec.num_heads != self.model.num_heads:
+        heads = (self.model.num_heads, self.model.num_kv_heads)
+        if (self.spec.num_heads, self.spec.kv_heads) != heads:
             raise ValueError(
-                f"spec.num_heads={self.spec.num_heads} but the model has {self.model.num_heads} heads; "
-                f"build the ClusterSpec with num_heads={self.model.num_heads}"
+                f"spec.num_heads={self.spec.num_heads}, spec.num_kv_heads={self.spec.kv_heads} but the model has "
+                f"{heads[0]} query and {heads[1]} key/value heads; build the ClusterSpec with num_heads={heads[0]}, "
+                f"num_kv_heads={heads[1]}"
             )
         if self.act_budget_bytes is not None and self.act_budget_bytes <= 0:
             raise ValueError(f"act_budget_bytes must be > 0 or None, got {self.act_budget_bytes}")

@@ -30,7 +30,8 @@ from hsp.engine.memory import measure_saved_bytes
 from hsp.engine.rank import Rank, build_model
 from hsp.engine.sft import SupervisedSpec, SupervisedStep
 from hsp.engine.spawn import spawn_ranks
-from hsp.model.gpt import GPTConfig, pack_positions
+from hsp.model.config import ModelConfig
+from hsp.model.varlen import pack_positions
 from hsp.parallel.comm import all_to_all_blocks
 from solver.cost import CostModel, FitReport, fit_cost_model
 from solver.plan import make_plan
@@ -48,10 +49,11 @@ def default_lengths(max_seq_len: int) -> tuple[int, ...]:
 
 @dataclass(kw_only=True)
 class ProfileConfig:
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     """The model to profile (the one training will run)."""
     num_ranks: int = 4
-    """Ranks (processes) to profile with; degrees 1, 2, 4, ... up to this that divide the heads."""
+    """Ranks (processes) to profile with; degrees 1, 2, 4, ... up to this that the head counts
+    allow (solver.spec.usable_degree)."""
     lengths: tuple[int, ...] = ()
     """Sequence lengths measured at every degree, one sequence per group; empty = 64, 128,
     256, 512, 768, 1024, 1536, 2048, ... up to model.max_seq_len."""
@@ -85,7 +87,8 @@ class ProfileConfig:
             fits = [n for n in (1, 2, 4, 8, 16) if n <= max(2, self.num_ranks)]
             raise ValueError(
                 f"num_ranks={self.num_ranks} cannot be tiled by groups of degree {untiled[0]} (usable degrees with "
-                f"num_heads={m.num_heads}: {self.degrees}); use a power of two such as {fits[-1]}"
+                f"num_heads={m.num_heads}, num_kv_heads={m.num_kv_heads}: {self.degrees}); use a power of two "
+                f"such as {fits[-1]}"
             )
         if not self.lengths or min(self.lengths) < 2:
             raise ValueError(f"lengths must be non-empty and >= 2, got {self.lengths}")
@@ -107,7 +110,7 @@ class ProfileConfig:
     def spec(self) -> ClusterSpec:
         """The profile's own cluster: its memory is large, so no measured length is rejected."""
         return ClusterSpec(num_ranks=self.num_ranks, ranks_per_node=self.num_ranks, num_heads=self.model.num_heads,
-                           device_memory_bytes=PROFILE_MEMORY_BYTES)
+                           num_kv_heads=self.model.num_kv_heads, device_memory_bytes=PROFILE_MEMORY_BYTES)
 
     @property
     def degrees(self) -> list[int]:
@@ -126,7 +129,7 @@ class ProfileResult:
     """Wall time of the whole profile."""
 
 
-def activation_bytes_per_token(model_cfg: GPTConfig, dtype: torch.dtype, length: int) -> float:
+def activation_bytes_per_token(model_cfg: ModelConfig, dtype: torch.dtype, length: int) -> float:
     """Bytes autograd keeps for backward per token of one forward and loss (each
     storage once: views of one tensor share it; weights are states, not activations)."""
     model = build_model(model_cfg).to(dtype)

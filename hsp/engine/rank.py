@@ -43,7 +43,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hsp.model.gpt import GPT, GPTConfig
+from hsp.model.config import ModelConfig
+from hsp.model.decoder import Decoder
+from hsp.model.hf import load_decoder
 from hsp.parallel.grads import all_reduce_grads
 from hsp.parallel.groups import GroupCatalogue
 
@@ -54,9 +56,19 @@ class CollectiveError(RuntimeError):
     """A collective failed or timed out: a peer rank crashed, hung, or lost its connection."""
 
 
-def build_model(config: GPTConfig) -> nn.Module:
-    """The model family every rank builds from its model config: the one place to swap it."""
-    return GPT(config)
+def build_model(config: ModelConfig, init_from: str = "") -> nn.Module:
+    """The model every rank builds: hsp's one decoder family, initialised from
+    config.init_seed, or with the weights of the local Hugging Face folder `init_from`."""
+    if not init_from:
+        return Decoder(config)
+    model = load_decoder(init_from, max_seq_len=config.max_seq_len, bidirectional=config.bidirectional,
+                         init_seed=config.init_seed, init_std=config.init_std)
+    changed = [f"{k}={v!r} (the run has {getattr(config, k)!r})" for k, v in model.config.to_dict().items()
+               if getattr(config, k) != v]
+    if changed:  # the driver read config.json before the ranks started; they must load that same model
+        raise ValueError(f"{init_from}/config.json now gives {', '.join(changed)}; it changed after the run "
+                         "started: start the run again")
+    return model
 
 
 def free_rendezvous(host: str = "127.0.0.1") -> str:

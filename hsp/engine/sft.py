@@ -55,7 +55,7 @@ class SupervisedSpec:
 
     def start(self, rank: Rank) -> "SupervisedStep":
         c = self.worker
-        rank.build(lambda: build_model(c.model), dtype=c.torch_dtype, lr=c.lr, weight_decay=c.weight_decay)
+        rank.build(lambda: build_model(c.model, c.init_from), dtype=c.torch_dtype, lr=c.lr, weight_decay=c.weight_decay)
         return SupervisedStep(rank, c, open_dataset(self.data) if self.data is not None else None)
 
 

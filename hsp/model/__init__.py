@@ -4,12 +4,10 @@
 - `decoder.Decoder`: the model; `layers`: RMSNorm, RoPE, GQA attention, SwiGLU.
 - `varlen`: the packed-stream contract (`AttentionOp`, `local_attention`, `pack_positions`).
 - `hf`: Hugging Face Llama/Qwen2 checkpoints in and out.
-- `gpt`: the learned-position GPT that `Decoder` replaces (kept until its callers switch).
 """
 
 from hsp.model.config import ModelConfig
 from hsp.model.decoder import Decoder
-from hsp.model.gpt import GPT, GPTConfig
 from hsp.model.varlen import AttentionOp, local_attention, pack_positions
 
-__all__ = ["GPT", "AttentionOp", "Decoder", "GPTConfig", "ModelConfig", "local_attention", "pack_positions"]
+__all__ = ["AttentionOp", "Decoder", "ModelConfig", "local_attention", "pack_positions"]

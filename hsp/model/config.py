@@ -41,9 +41,10 @@ class ModelConfig:
     """Bias on the q/k/v projections (Qwen2); the output projection never has one."""
     bidirectional: bool = False
     """Attend to the whole sequence instead of causally (the masked-diffusion LM of `hsp rl`)."""
-    max_seq_len: int = 4096
-    """Longest sequence the data and the planner may produce, in tokens. RoPE has no
-    position table, so this is a limit of the run, not a size of the model."""
+    max_seq_len: int = 1024
+    """Longest sequence the data and the planner may produce, in tokens (longer documents
+    are cut). RoPE has no position table, so this is a limit of the run, not a size of the
+    model."""
     init_seed: int = 0
     """Seed of the parameter initialisation: same seed, same weights on every rank."""
     init_std: float = 0.02

@@ -113,14 +113,19 @@ def model_config_from_hf(cfg: dict, path: Path) -> ModelConfig:
     )
 
 
+def check_exportable(config: ModelConfig) -> None:
+    """Only causal models export: transformers runs every Llama/Qwen2 with a causal mask."""
+    if config.bidirectional:
+        raise ValueError(
+            "model.bidirectional=True cannot be exported as a Hugging Face causal LM (it is e.g. the diffusion LM of "
+            "`hsp rl`): transformers would run it with a causal mask and compute something else; export a causal model"
+        )
+
+
 def hf_config_from_model(config: ModelConfig, dtype_name: str) -> dict:
     """config.json for `config`: Qwen2 when q/k/v have biases, else Llama. Written with
     both the transformers-5 `rope_parameters` and the older `rope_theta`."""
-    if config.bidirectional:
-        raise ValueError(
-            "model.bidirectional=True cannot be exported as a Hugging Face causal LM: transformers would run it "
-            "with a causal mask and compute something else; export a causal model"
-        )
+    check_exportable(config)
     family = "qwen2" if config.attention_bias else "llama"
     out = {
         "architectures": [FAMILIES[family]],

@@ -44,7 +44,8 @@ class GroupCatalogue:
         if degree not in self.degrees:
             raise ValueError(
                 f"sequence-parallel degree {degree} is not usable here (it must be a power of two <= "
-                f"{self.world_size} ranks dividing the head count); use a degree among {sorted(set(self.degrees) | {1})}"
+                f"{self.world_size} ranks that the head counts allow, solver.spec.usable_degree); "
+                f"use a degree among {sorted(set(self.degrees) | {1})}"
             )
         try:
             return self.groups[(first_rank, degree)]

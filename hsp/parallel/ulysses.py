@@ -25,27 +25,26 @@ import torch
 
 from hsp.model.varlen import varlen_attention
 from hsp.parallel.comm import CommTimer, heads_to_tokens, tokens_to_heads
+from solver.spec import usable_degree
 
 
 def check_ulysses_degree(degree: int, num_heads: int, num_kv_heads: int) -> None:
     """Raise ValueError unless a degree-`degree` Ulysses group can run a model with these heads:
-    degree | num_heads and (degree | num_kv_heads or num_kv_heads | degree).
-
-    The planner's ClusterSpec enforces the same rule (solver/spec.py); this copy guards
-    the executor until the two share it."""
+    the planner's rule (`solver.spec.usable_degree`), with a message per way it fails."""
     if degree < 1:
         raise ValueError(f"sequence-parallel degree must be >= 1, got {degree}")
+    if usable_degree(degree, num_heads, num_kv_heads):
+        return
     if num_heads % degree:
         raise ValueError(
             f"Ulysses degree {degree} does not divide the head count {num_heads}: each rank needs H/d whole heads; "
             f"use a degree that divides {num_heads} or a model with a multiple of {degree} heads"
         )
-    if num_kv_heads % degree and degree % num_kv_heads:
-        raise ValueError(
-            f"Ulysses degree {degree} and num_kv_heads={num_kv_heads}: neither divides the other, so the "
-            f"key/value heads cannot be split or replicated evenly over {degree} ranks; use a degree that divides "
-            f"{num_kv_heads} or is a multiple of it, or a model whose num_kv_heads divides or is a multiple of {degree}"
-        )
+    raise ValueError(
+        f"Ulysses degree {degree} and num_kv_heads={num_kv_heads}: neither divides the other, so the "
+        f"key/value heads cannot be split or replicated evenly over {degree} ranks; use a degree that divides "
+        f"{num_kv_heads} or is a multiple of it, or a model whose num_kv_heads divides or is a multiple of {degree}"
+    )
 
 
 class UlyssesAttention:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from hsp.model.gpt import GPTConfig
+from hsp.model.config import ModelConfig
 from hsp.rl.names import ALGOS, ELBO_FORMS, TASK_NAMES
 
 
@@ -57,7 +57,7 @@ class RLConfig:
     """PPO clip range of diffu-grpo's token ratios."""
     act_budget_bytes: int = 64 * 2**20
     """Saved-for-backward bytes a chunk of units may hold (see hsp.accumulate)."""
-    model: GPTConfig = field(default_factory=GPTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     """Shape of the diffusion LM; vocab_size, max_seq_len, bidirectional and init_seed are
     set from the task and `seed` (see hsp.rl.trainer.build_model)."""
     seed: int = 0

@@ -1,4 +1,4 @@
-"""A LLaDA-style masked-diffusion LM on the shared GPT (bidirectional attention + MASK).
+"""A LLaDA-style masked-diffusion LM: hsp's decoder, bidirectional, with a MASK token.
 
 The model sees a batch of equal-length sequences [prompt | response]; some response
 tokens are replaced by `mask_id` and the model predicts them. It never predicts the
@@ -14,27 +14,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsp.engine.rank import build_model
-from hsp.model.gpt import GPTConfig, pack_positions
+from hsp.model.config import ModelConfig
+from hsp.model.varlen import pack_positions
 from hsp.rl.elbo import apply_masks
 
 
 def equal_length_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, causal: bool) -> torch.Tensor:
-    """`hsp.model.gpt.AttentionOp` for a stream of equal-length sequences: one batched
-    SDPA call instead of one per sequence (same result, rollouts have thousands)."""
+    """`hsp.model.varlen.AttentionOp` for a stream of equal-length sequences: one batched
+    SDPA call instead of one per sequence (same result, rollouts have thousands).
+    q (T, H, hd), k, v (T, H_kv, hd) with H_kv | H (grouped-query) -> (T, H, hd)."""
     num_seqs = cu_seqlens.numel() - 1
-    t, h, hd = q.shape
+    t, hd = q.shape[0], q.shape[2]
     if t % num_seqs or not torch.equal(cu_seqlens, torch.arange(num_seqs + 1, dtype=cu_seqlens.dtype) * (t // num_seqs)):
         raise ValueError(f"equal_length_attention needs {num_seqs} sequences of equal length, got cu_seqlens={cu_seqlens.tolist()}")
-    # (T, H, hd) -> (S, H, s, hd)
-    qs, ks, vs = (x.view(num_seqs, t // num_seqs, h, hd).transpose(1, 2) for x in (q, k, v))
-    out = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal)
-    return out.transpose(1, 2).reshape(t, h, hd)  # (S, H, s, hd) -> (T, H, hd)
+    # (T, heads, hd) -> (S, heads, s, hd)
+    qs, ks, vs = (x.view(num_seqs, t // num_seqs, x.shape[1], hd).transpose(1, 2) for x in (q, k, v))
+    out = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1])
+    return out.transpose(1, 2).reshape(t, q.shape[1], hd)  # (S, H, s, hd) -> (T, H, hd)
 
 
 class DiffusionLM(nn.Module):
-    """Bidirectional GPT over (B, T) batches of equal-length sequences."""
+    """The bidirectional decoder over (B, T) batches of equal-length sequences."""
 
-    def __init__(self, config: GPTConfig, mask_id: int):
+    def __init__(self, config: ModelConfig, mask_id: int):
         super().__init__()
         if not 0 <= mask_id < config.vocab_size:
             raise ValueError(f"mask_id={mask_id} is outside the vocabulary of size {config.vocab_size}")
@@ -42,15 +44,15 @@ class DiffusionLM(nn.Module):
             config = dataclasses.replace(config, bidirectional=True)
         self.config = config
         self.mask_id = mask_id
-        self.gpt = build_model(config)
+        self.decoder = build_model(config)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, V), mask-token logit = -inf."""
         b, t = tokens.shape
         if t > self.config.max_seq_len:
-            raise ValueError(f"sequence length {t} exceeds max_seq_len={self.config.max_seq_len}; raise GPTConfig.max_seq_len")
+            raise ValueError(f"sequence length {t} exceeds max_seq_len={self.config.max_seq_len}; raise model.max_seq_len")
         pos, cu = pack_positions([t] * b)
-        logits = self.gpt(tokens.reshape(-1), pos, cu, attention=equal_length_attention).view(b, t, -1)  # (B*T, V) -> (B, T, V)
+        logits = self.decoder(tokens.reshape(-1), pos, cu, attention=equal_length_attention).view(b, t, -1)  # (B*T, V) -> (B, T, V)
         return logits.index_fill(-1, torch.tensor([self.mask_id]), float("-inf"))
 
     def response_logits(self, prompts: torch.Tensor, responses: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,7 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
         history[-1]["test_accuracy"] = after["accuracy"]  # the curve ends at the final evaluation
     summary = {
         "config": cfg.to_dict(),
-        "num_params": model.gpt.num_params(),
+        "num_params": model.decoder.num_params(),
         "num_workers": max(1, cfg.num_workers),
         "num_test_items": len(test_set.prompts),
         "test_before": before,

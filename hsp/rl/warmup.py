@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from hsp.model.config import ModelConfig
 from hsp.rl.config import RLConfig
 from hsp.rl.diffusion import DiffusionLM, sft_loss
 from hsp.rl.tasks import MASK, VOCAB_SIZE, Task, TaskBatch, drop_overlap, get_task
@@ -21,16 +22,20 @@ def task_splits(cfg: RLConfig) -> tuple[Task, TaskBatch, TaskBatch]:
     return task, train_set, test_set
 
 
-def build_model(cfg: RLConfig, task: Task) -> DiffusionLM:
-    """The run's diffusion LM (its backbone comes from hsp.engine.rank.build_model)."""
-    gpt = dataclasses.replace(
+def model_config(cfg: RLConfig, task: Task) -> ModelConfig:
+    """The run's diffusion LM: [model] with the task's vocabulary and lengths, bidirectional."""
+    return dataclasses.replace(
         cfg.model,
         vocab_size=VOCAB_SIZE,
         max_seq_len=task.prompt_len + task.response_len,
         bidirectional=True,
         init_seed=cfg.seed,
     )
-    return DiffusionLM(gpt, mask_id=MASK)
+
+
+def build_model(cfg: RLConfig, task: Task) -> DiffusionLM:
+    """The run's diffusion LM (its decoder comes from hsp.engine.rank.build_model)."""
+    return DiffusionLM(model_config(cfg, task), mask_id=MASK)
 
 
 def run_sft(model: DiffusionLM, train: TaskBatch, cfg: RLConfig, gen: torch.Generator) -> list[float]:

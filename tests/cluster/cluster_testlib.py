@@ -30,3 +30,16 @@ def tiny_config(run_dir, **overrides):
     }
     values.update(overrides)
     return build_config(read_file(DEFAULT_CONFIG), values)
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """Run `hsp ARGV` through the real entry point; it must exit 2 with one error line."""
+    from cluster.cli import main
+
+    capsys.readouterr()  # only what the command prints
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"hsp {argv[0]}: error: ")
+    return err

@@ -7,18 +7,10 @@ from __future__ import annotations
 import socket
 
 import pytest
+from cluster_testlib import one_line_error
 
 from cluster import checkpoint
 from cluster.cli import main
-
-
-def one_line_error(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    assert code == 2, (out, err)
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith(f"hsp {argv[0]}: error: ")
-    return err
 
 
 @pytest.mark.parametrize(

@@ -37,9 +37,9 @@ def test_cluster_yaml_and_overrides(tmp_path):
         ({"modle": {}}, r"unknown config section 'modle'"),
         ({"train": {"steps": "ten"}}, r"config key train\.steps = 'ten' has type str, expected int"),
         ({"optimizer": {"lr": True}}, r"optimizer\.lr = True has type bool, expected float"),
-        ({"train": {"steps": 0}}, r"train\.steps = 0 must be > 0"),
+        ({"train": {"steps": -1}}, r"train\.steps=-1 must be >= 0"),
         ({"planner": {"strategy": "magic"}}, r"planner\.strategy = 'magic' is not one of fast, flexsp"),
-        ({"model": {"num_heads": 5}}, r"\[model\] hidden_size=64 is not divisible by num_heads=5"),
+        ({"model": {"num_heads": 5}}, r"model\.hidden_size=64 is not divisible by model\.num_heads=5"),
     ],
 )
 def test_cluster_bad_config_names_key_value_and_fix(data, message):
@@ -48,8 +48,14 @@ def test_cluster_bad_config_names_key_value_and_fix(data, message):
 
 
 def test_cluster_heads_that_no_usable_degree_divides_are_rejected():
-    config = build_config(read_file(DEFAULT_CONFIG), {"model.num_heads": 1, "model.hidden_size": 64})
+    config = build_config(read_file(DEFAULT_CONFIG), {"model.num_heads": 1, "model.num_kv_heads": 1, "model.hidden_size": 64})
     with pytest.raises(ValueError, match=r"num_heads=1 is odd.*use an even head count"):
+        cluster_spec(config, config.planner.load_cost())
+    # grouped-query: 3 K/V heads can be neither split nor replicated evenly over 2 or 4 ranks
+    config = build_config(read_file(DEFAULT_CONFIG), {"model.num_heads": 12, "model.num_kv_heads": 3,
+                                                      "model.hidden_size": 96, "cluster.num_workers": 4})
+    with pytest.raises(ValueError, match=r"num_kv_heads=3 is odd.*cluster\.num_workers=4 ranks could never share a "
+                                         r"sequence; use a power of two num_kv_heads that divides 12 \(e\.g\. model\.num_kv_heads=4\)"):
         cluster_spec(config, config.planner.load_cost())
     # 4 ranks but 2 heads: SP4 is not allowed, and 512 tokens need more than 2 ranks here
     config = build_config(
@@ -59,7 +65,8 @@ def test_cluster_heads_that_no_usable_degree_divides_are_rejected():
     cost = config.planner.load_cost()
     budget = int(cost.state_bytes_per_rank(4) + 200 * cost.act_bytes_per_token)
     config.cluster.memory_budget_bytes = budget
-    with pytest.raises(ValueError, match=r"degree 2; degrees usable with num_heads=2 and 4 workers: \[1, 2\]\).*use a head count divisible by 4"):
+    with pytest.raises(ValueError, match=r"degree 2; degrees usable with num_heads=2, num_kv_heads=2 and 4 workers: \[1, 2\]\)"
+                                         r".*use head counts that allow degree 4"):
         cluster_spec(config, cost)
 
 
@@ -108,8 +115,8 @@ def test_cluster_default_toml_spells_out_the_dataclass_defaults():
 
 def test_cluster_engine_and_optimizer_keys_reach_the_workers():
     config = build_config({}, {"engine.dtype": "float64", "engine.pin_cpus": True, "optimizer.max_grad_norm": 0.0,
-                               "optimizer.lr": 0.01, "engine.collective_timeout_s": 9.0, "model.dropout": 0.1})
+                               "optimizer.lr": 0.01, "engine.collective_timeout_s": 9.0, "model.rope_theta": 500.0})
     w = prepare(config).worker_config
     assert (w.dtype, w.pin_cpus, w.max_grad_norm, w.lr, w.collective_timeout_s) == ("float64", True, None, 0.01, 9.0)
-    assert w.model.dropout == 0.1 and w.model.init_seed == config.train.seed
+    assert w.model.rope_theta == 500.0 and w.model.init_seed == config.train.seed
     assert build_config({}).optimizer.clip_norm == prepare(build_config({})).worker_config.max_grad_norm == 1.0

@@ -12,9 +12,9 @@ from typing import Literal
 
 import pytest
 
-from cluster.config import PROFILE, RL, TRAIN, TrainConfig
+from cluster.config import EXPORT, PREPARE, PROFILE, RL, TRAIN, TrainConfig
 from cluster.configflags import add_arguments, overrides
-from cluster.configtree import Tree, build, to_toml
+from cluster.configtree import Tree, build, to_dict, to_toml
 
 
 @dataclass(kw_only=True)
@@ -151,7 +151,7 @@ def test_configtree_bad_flag_values_name_the_flag_and_an_example(argv, message, 
     assert re.search(message, capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("tree", [TRAIN, RL, PROFILE], ids=lambda t: t.command)
+@pytest.mark.parametrize("tree", [TRAIN, RL, PROFILE, PREPARE, EXPORT], ids=lambda t: t.command)
 def test_configtree_printed_toml_feeds_back_to_the_same_config(tree):
     changed = {
         "train": {"model.num_layers": 3, "optimizer.lr": 1e-05, "engine.dtype": "float64", "checkpoint.resume": True,
@@ -159,10 +159,12 @@ def test_configtree_printed_toml_feeds_back_to_the_same_config(tree):
         "rl": {"rl.algo": "diffu-grpo", "rl.sample_steps": 4, "rl.sft_checkpoint": "w.pt", "model.hidden_size": 32,
                "run_dir": "r"},
         "profile": {"profile.lengths": (32, 64), "model.max_seq_len": 64, "out": "c.json", "profile.num_ranks": 2},
+        "prepare": {"inputs": ("a.txt", "b"), "tokenizer": "t.json", "max_undecodable_fraction": 0.5},
+        "export": {"run_dir": "runs/x", "out": "hf", "max_shard_bytes": 1000},
     }[tree.command]
     for config in (build(tree, {}), build(tree, {}, changed)):
         text = to_toml(tree, config)
-        assert build(tree, tomllib.loads(text)).to_dict() == config.to_dict()
+        assert to_dict(build(tree, tomllib.loads(text))) == to_dict(config)
 
 
 def test_configtree_default_toml_is_the_printed_default_config():
@@ -193,3 +195,12 @@ class BadRoot:
 def test_configtree_optional_fields_must_default_to_none():
     with pytest.raises(TypeError, match="optional field must default to None"):
         Tree(command="x", root=BadRoot).keys
+
+
+def test_configtree_positionals_set_their_keys_once():
+    given = build(PREPARE, {}, overrides(PREPARE, _parse(PREPARE, ["a.txt", "b/", "--out", "o", "--num-workers", "2"])))
+    assert (given.inputs, given.out, given.num_workers) == (("a.txt", "b/"), "o", 2)
+    assert build(PREPARE, {"inputs": ["f.txt"]}, overrides(PREPARE, _parse(PREPARE, []))).inputs == ("f.txt",)
+    assert build(EXPORT, {}, overrides(EXPORT, _parse(EXPORT, ["runs/x"]))).run_dir == "runs/x"
+    with pytest.raises(ValueError, match=r"RUN_DIR is given twice, as an argument and as --run_dir; give it once"):
+        overrides(EXPORT, _parse(EXPORT, ["runs/x", "--run-dir", "runs/y"]))

@@ -8,12 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from hsp.engine import WorkerConfig
-from hsp.model.gpt import GPT, GPTConfig, pack_positions
+from hsp.model import Decoder, ModelConfig, pack_positions
 from solver.cost import CostModel
 from solver.plan import StepPlan, make_plan
 from solver.spec import ClusterSpec
 
-MODEL = GPTConfig(vocab_size=37, num_layers=2, hidden_size=32, num_heads=4, max_seq_len=256, init_seed=3)
+# grouped-query: 4 query heads share 2 K/V heads, so degree-2 groups split the K/V heads
+# and degree-4 groups replicate them (hsp.parallel.ulysses)
+MODEL = ModelConfig(vocab_size=37, num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=40,
+                    max_seq_len=256, init_seed=3, init_std=0.1)
 # float64 so that the only difference between sharded and single-process runs is the
 # summation order (relative error ~1e-15 per op); a wrong mask, shard or weighting
 # shows up as >1e-3, so 1e-9 separates them with a wide margin on both sides.
@@ -30,7 +33,8 @@ def cost_model(num_heads: int = 4) -> CostModel:
 
 
 def spec(world_size: int) -> ClusterSpec:
-    return ClusterSpec(num_ranks=world_size, num_heads=MODEL.num_heads, device_memory_bytes=1 << 30)
+    return ClusterSpec(num_ranks=world_size, num_heads=MODEL.num_heads, num_kv_heads=MODEL.num_kv_heads,
+                       device_memory_bytes=1 << 30)
 
 
 def worker_config(world_size: int, **overrides) -> WorkerConfig:
@@ -68,7 +72,7 @@ def random_plan(rng: np.random.Generator, lengths: list[int], world_size: int, n
 
 def reference_step(batch: list[torch.Tensor], config: WorkerConfig) -> tuple[float, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Single process, whole batch packed in one stream: (loss, grads, params after one AdamW step)."""
-    model = GPT(config.model).to(config.torch_dtype)
+    model = Decoder(config.model).to(config.torch_dtype)
     lengths = [len(s) for s in batch]
     positions, cu = pack_positions(lengths)
     tokens = torch.cat(batch)

@@ -18,6 +18,7 @@ import torch
 
 from hsp.model import Decoder
 from hsp.model.layers import RMSNorm, RotaryEmbedding
+from tests.hf_fixtures import build_hf  # noqa: F401 (the model tests' checkpoints)
 
 TIGHT = dict(rtol=1e-12, atol=1e-12)
 """hsp (with transformers' rounding) vs transformers, float64: observed ~1e-15."""
@@ -47,30 +48,6 @@ def match_transformers_rounding(model: Decoder) -> Decoder:
             module.__class__ = _Float32RMSNorm
     model.rope.__class__ = _Float32Rotary
     return model
-
-
-def build_hf(path: Path, family: str, *, num_heads: int = 4, num_kv_heads: int = 2, tied: bool = False,
-             hidden_size: int = 32, num_layers: int = 2, seed: int = 0, **extra) -> Path:
-    """Save a tiny random transformers causal LM of `family` to `path`; every parameter
-    (norm weights and biases included) is perturbed so that no tensor is a constant."""
-    import transformers
-
-    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-               "mistral": ("MistralConfig", "MistralForCausalLM")}
-    config_cls, model_cls = (getattr(transformers, name) for name in classes[family])
-    if family == "mistral":
-        extra.setdefault("sliding_window", None)
-    config = config_cls(vocab_size=61, hidden_size=hidden_size, intermediate_size=48, num_hidden_layers=num_layers,
-                        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=512,
-                        rope_theta=500.0, rms_norm_eps=1e-5, tie_word_embeddings=tied, **extra)
-    torch.manual_seed(seed)
-    model = model_cls(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-    model.save_pretrained(path)
-    return path
 
 
 def random_seqs(seed: int, lengths: list[int], vocab: int = 61) -> list[torch.Tensor]:

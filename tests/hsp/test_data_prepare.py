@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_helpers import train_bpe, word_level
+from tests.hf_fixtures import train_bpe, word_level
 from hsp.data import DataSpec, Manifest, PreparedDataset, load_tokenizer, open_dataset, prepare
 from hsp.data.prepared import INDEX_FILE, MANIFEST_FILE, TOKENS_FILE
 

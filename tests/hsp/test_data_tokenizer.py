@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from data_helpers import train_bpe, word_level
+from tests.hf_fixtures import train_bpe, word_level
 from hsp.data import BOS, EOS, PAD, ByteTokenizer, load_tokenizer
 
 

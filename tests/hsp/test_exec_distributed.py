@@ -14,14 +14,15 @@ import torch.distributed as dist
 
 from exec_helpers import MODEL, assert_close, random_batch, random_plan, reference_step, worker_config
 from hsp.engine import Rank, SupervisedSpec
-from hsp.model.gpt import GPT
+from hsp.model import Decoder
 from hsp.parallel import GroupCatalogue, UlyssesAttention
 from hsp.testing import RankError, run_ranks
 from solver.plan import PlanError, StepPlan
 
 torch.set_num_threads(1)  # see test_exec_model.py
 
-HEADS, HEAD_DIM = 4, 8
+HEADS, KV_HEADS, HEAD_DIM = 4, 2, 8
+"""Grouped-query as in MODEL: degree 2 splits the K/V heads, degree 4 replicates them."""
 
 
 # ---- Ulysses attention vs a dense block-diagonal mask --------------------------------
@@ -30,7 +31,8 @@ HEADS, HEAD_DIM = 4, 8
 def _qkv_case(seed: int, lengths: list[int]) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
     total = sum(lengths)
-    q, k, v, grad_out = (torch.randn(total, HEADS, HEAD_DIM, generator=gen, dtype=torch.float64) for _ in range(4))
+    q, k, v, grad_out = (torch.randn(total, heads, HEAD_DIM, generator=gen, dtype=torch.float64)
+                         for heads in (HEADS, KV_HEADS, KV_HEADS, HEADS))
     return q, k, v, grad_out
 
 
@@ -44,9 +46,11 @@ def _reference_attention(lengths: list[int], causal: bool) -> tuple[torch.Tensor
     allowed = seq_id[:, None] == seq_id[None, :]
     if causal:
         allowed &= torch.ones_like(allowed).tril()
-    scores = torch.einsum("qhd,khd->hqk", q, k) / HEAD_DIM**0.5
+    # query head i uses K/V head i // (HEADS / KV_HEADS): (T, H_kv, hd) -> (T, H, hd)
+    kq, vq = (x.repeat_interleave(HEADS // KV_HEADS, dim=1) for x in (k, v))
+    scores = torch.einsum("qhd,khd->hqk", q, kq) / HEAD_DIM**0.5
     probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-    out = torch.einsum("hqk,khd->qhd", probs, v)
+    out = torch.einsum("hqk,khd->qhd", probs, vq)
     (out * grad_out).sum().backward()
     return out.detach(), q.grad, k.grad, v.grad
 
@@ -63,10 +67,13 @@ def _ulysses_rank(rank: int, layout: list[tuple[int, int]], cases: dict, catalog
         pad = -total % degree
         t_local = (total + pad) // degree
         # padding rows are random garbage: they must not leak into real tokens
-        filler = torch.randn(pad, HEADS, HEAD_DIM, dtype=torch.float64) * 100
         bounds = np.cumsum([0] + lengths + ([pad] if pad else [])).tolist()
         cu = torch.tensor(bounds, dtype=torch.int32)
-        shard = lambda x: torch.cat([x, filler])[index * t_local : (index + 1) * t_local].clone().requires_grad_(True)
+
+        def shard(x: torch.Tensor) -> torch.Tensor:
+            filler = torch.randn(pad, x.shape[1], HEAD_DIM, dtype=torch.float64) * 100
+            return torch.cat([x, filler])[index * t_local : (index + 1) * t_local].clone().requires_grad_(True)
+
         qs, ks, vs = shard(q), shard(k), shard(v)
         out = UlyssesAttention(catalogue.get(first, degree), degree)(qs, ks, vs, cu, causal)
         g = torch.cat([grad_out, torch.zeros(pad, HEADS, HEAD_DIM, dtype=torch.float64)])[index * t_local : (index + 1) * t_local]
@@ -93,7 +100,7 @@ def _main_rank(rank: int, world_size: int, rendezvous: str, attention_cases: lis
             result["bad_plan"] = str(err)
     for plan, batch, budget in steps:
         worker.config.act_budget_bytes = budget
-        host.model.load_state_dict(GPT(MODEL).double().state_dict())
+        host.model.load_state_dict(Decoder(MODEL).double().state_dict())
         host.optimizer = torch.optim.AdamW(host.model.parameters(), lr=worker.config.lr, weight_decay=0.0)
         report = worker.run_step(plan, batch)
         grads = {n: p.grad.clone() for n, p in host.model.named_parameters()}

@@ -1,4 +1,5 @@
-"""Pure (single-process) tests of the model, packing and the accumulation helper."""
+"""Pure (single-process) tests of packing, the accumulation helper and the group catalogue
+(the model on its own: test_model_decoder.py)."""
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 
 from hsp.accumulate import accumulate_backward, split_into_chunks
 from hsp.engine.pack import IGNORE, pack_shard
-from hsp.model.gpt import GPT, GPTConfig, pack_positions
+from hsp.model import Decoder, ModelConfig, pack_positions
 from hsp.parallel import UlyssesAttention, catalogue_ranges
 from solver.spec import ClusterSpec
 
@@ -14,43 +15,12 @@ from solver.spec import ClusterSpec
 # barriers on an oversubscribed machine make tiny matmuls ~100x slower
 torch.set_num_threads(1)
 
-CFG = GPTConfig(vocab_size=31, num_layers=2, hidden_size=32, num_heads=4, max_seq_len=64, init_seed=1)
+CFG = ModelConfig(vocab_size=31, num_layers=2, hidden_size=32, num_heads=4, num_kv_heads=2, intermediate_size=40,
+                  max_seq_len=64, init_seed=1)
 
 
 def _seqs(gen, lengths):
     return [torch.randint(0, CFG.vocab_size, (n,), generator=gen) for n in lengths]
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_packed_stream_equals_sequences_run_alone(bidirectional):
-    cfg = GPTConfig(**{**CFG.__dict__, "bidirectional": bidirectional})
-    model = GPT(cfg).double()
-    seqs = _seqs(torch.Generator().manual_seed(0), [5, 1, 9])
-    pos, cu = pack_positions([len(s) for s in seqs])
-    packed = model(torch.cat(seqs), pos, cu)
-    alone = torch.cat([model(s, *pack_positions([len(s)])) for s in seqs])
-    torch.testing.assert_close(packed, alone, rtol=1e-10, atol=1e-12)
-
-
-def test_causal_prefix_does_not_see_the_future_but_bidirectional_does():
-    seq = torch.arange(8) % CFG.vocab_size
-    for bidirectional, same in ((False, True), (True, False)):
-        model = GPT(GPTConfig(**{**CFG.__dict__, "bidirectional": bidirectional})).double()
-        full = model(seq, *pack_positions([8]))[:4]
-        prefix = model(seq[:4], *pack_positions([4]))
-        assert torch.allclose(full, prefix, atol=1e-12) is same
-
-
-def test_init_is_deterministic_per_seed():
-    a, b, c = GPT(CFG), GPT(CFG), GPT(GPTConfig(**{**CFG.__dict__, "init_seed": 2}))
-    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
-    assert not torch.equal(a.wte.weight, c.wte.weight)
-    assert a.num_params() == sum(p.numel() for p in a.parameters())
-
-
-def test_config_errors_name_the_fix():
-    with pytest.raises(ValueError, match="not divisible by num_heads=3"):
-        GPTConfig(hidden_size=64, num_heads=3)
 
 
 def test_pack_shard_builds_targets_before_sharding_and_pads():
@@ -78,7 +48,7 @@ def test_accumulated_gradient_equals_full_batch_whatever_the_budget():
     num_predicted = sum(len(s) - 1 for s in seqs)
 
     def run(budget):
-        model = GPT(CFG).double()
+        model = Decoder(CFG).double()
 
         def loss_fn(chunk):
             pos, cu = pack_positions([len(s) for s in chunk])
@@ -100,15 +70,20 @@ def test_accumulated_gradient_equals_full_batch_whatever_the_budget():
         run(1000)
 
 
-def test_catalogue_ranges_are_aligned_powers_of_two_dividing_heads():
-    def ranges(world_size: int, num_heads: int) -> list[tuple[int, int]]:
-        degrees = ClusterSpec(num_ranks=world_size, num_heads=num_heads, device_memory_bytes=1).degrees
+def test_catalogue_ranges_are_aligned_powers_of_two_the_head_counts_allow():
+    def ranges(world_size: int, num_heads: int, num_kv_heads: int | None = None) -> list[tuple[int, int]]:
+        degrees = ClusterSpec(num_ranks=world_size, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                              device_memory_bytes=1).degrees
         return catalogue_ranges(world_size, degrees)
 
     assert ranges(4, 4) == [(0, 2), (2, 2), (0, 4)]
     assert ranges(8, 2) == [(0, 2), (2, 2), (4, 2), (6, 2)]
     assert ranges(6, 8) == [(0, 2), (2, 2), (4, 2), (0, 4)]
     assert ranges(1, 4) == []
+    assert ranges(4, 4, 1) == ranges(4, 4, 2) == ranges(4, 4)  # K/V heads replicated at degrees 2 and 4
+    assert ranges(4, 12, 6) == [(0, 2), (2, 2)]  # degree 4: neither of 4 and 6 divides the other
+    with pytest.raises(ValueError, match="no sequence-parallel degree > 1 is usable"):
+        ranges(4, 12, 3)  # 3 K/V heads: no degree > 1 can split or replicate them, refused by the spec
 
 
 def test_ulysses_rejects_a_degree_that_does_not_divide_the_heads():

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.cli import main
 from hsp.engine.profile import activation_bytes_per_token
-from hsp.model.gpt import GPTConfig
+from hsp.model.config import ModelConfig
 from solver.cost import CostModel
 from solver.planner import plan
 from solver.spec import ClusterSpec
@@ -33,10 +33,13 @@ def test_profile_writes_a_cost_model_the_planner_accepts(tmp_path, capsys):
 
 
 def test_activation_bytes_grow_with_width_and_are_per_token():
-    small = activation_bytes_per_token(GPTConfig(hidden_size=32, max_seq_len=512), torch.float32, 256)
-    wide = activation_bytes_per_token(GPTConfig(hidden_size=64, max_seq_len=512), torch.float32, 256)
+    def model(width: int) -> ModelConfig:  # the MLP scales with the width, as in Llama (8/3 x)
+        return ModelConfig(hidden_size=width, intermediate_size=width * 8 // 3, max_seq_len=512)
+
+    small = activation_bytes_per_token(model(32), torch.float32, 256)
+    wide = activation_bytes_per_token(model(64), torch.float32, 256)
     assert 1.5 < wide / small < 2.5  # activations are linear in the width (vocab logits aside)
-    longer = activation_bytes_per_token(GPTConfig(hidden_size=32, max_seq_len=512), torch.float32, 512)
+    longer = activation_bytes_per_token(model(32), torch.float32, 512)
     assert longer == pytest.approx(small, rel=0.1)
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from hsp.model.gpt import GPTConfig
+from hsp.model.config import ModelConfig
 from hsp.rl.diffusion import DiffusionLM
 from hsp.rl.update import Rollouts
 
@@ -10,7 +10,8 @@ VOCAB, MASK_ID = 7, 6
 
 
 def tiny_model(seed: int = 0, vocab: int = VOCAB, mask_id: int = MASK_ID) -> DiffusionLM:
-    cfg = GPTConfig(vocab_size=vocab, num_layers=1, hidden_size=16, num_heads=2, max_seq_len=16, init_seed=seed)
+    cfg = ModelConfig(vocab_size=vocab, num_layers=1, hidden_size=16, num_heads=2, num_kv_heads=1, intermediate_size=40,
+                      max_seq_len=16, init_seed=seed)
     model = DiffusionLM(cfg, mask_id=mask_id).double()
     # Default init gives near-uniform predictions; scale up so the terms vary visibly.
     with torch.no_grad():

@@ -17,6 +17,9 @@ def test_rl_cli_smoke_writes_summary_and_plot(tmp_path, capsys):
     assert summary["config"]["algo"] == "bgpo" and summary["config"]["mc_samples"] == 2
     assert len(summary["history"]) == 2 and summary["peak_saved_bytes"] > 0
     assert (run_dir / "reward_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the diffusion LM is recorded, so `hsp export` can refuse it with the reason
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "hf")]) == 2
+    assert "bidirectional=True cannot be exported" in capsys.readouterr().err and not (tmp_path / "hf").exists()
     # the SFT weights are reusable: a second run with --sft-checkpoint starts from them
     again = tmp_path / "again"
     assert main(["rl", "--algo", "diffu-grpo", "--run-dir", str(again), "--sft-checkpoint", str(run_dir / "sft.pt"), *MODEL]) == 0

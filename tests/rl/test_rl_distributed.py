@@ -8,7 +8,7 @@ import torch
 from rl_helpers import make_rollouts, tiny_model
 
 from hsp.engine.rank import Rank
-from hsp.model.gpt import GPTConfig
+from hsp.model.config import ModelConfig
 from hsp.rl.config import RLConfig
 from hsp.rl.rollout import rollout, shard_range
 from hsp.rl.step import RLRankSpec, data_parallel_update, rl_step
@@ -43,7 +43,7 @@ def _reference(algo: str) -> tuple[float, torch.Tensor]:
 def _rank(rank: int, world_size: int, rendezvous: str) -> dict:
     torch.set_num_threads(1)
     out = {}
-    cfg = _cfg("bgpo", num_workers=world_size, train_items=16, test_items=4, model=GPTConfig(num_layers=1, hidden_size=16),
+    cfg = _cfg("bgpo", num_workers=world_size, train_items=16, test_items=4, model=ModelConfig(num_layers=1, hidden_size=16),
                num_threads=1)
     task = get_task(cfg.task)
     host = Rank()
@@ -92,7 +92,7 @@ def test_rl_shard_range_covers_everything():
 def test_rl_rollout_shares_tile_the_one_rank_batch():
     """One rollout function for any world size: the ranks' prompts and rows tile the
     world-of-one batch, and all hold the same shared generator for the ELBO masks."""
-    cfg = RLConfig(prompts_per_step=P, group_size=2, train_items=16, test_items=4, model=GPTConfig(num_layers=1, hidden_size=16))
+    cfg = RLConfig(prompts_per_step=P, group_size=2, train_items=16, test_items=4, model=ModelConfig(num_layers=1, hidden_size=16))
     task, train_set, _ = task_splits(cfg)
     model = build_model(cfg, task)
     whole, rewards, rows, shared = rollout(model, task, train_set, cfg, 5)

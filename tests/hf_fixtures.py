@@ -1,10 +1,13 @@
-"""Tokenizers built on the fly for the data tests (no download)."""
+"""Hugging Face artifacts built on the fly for the tests (no download): tiny random
+transformers checkpoints and tokenizers trained or defined in memory. Shared by the
+model/data tests (tests/hsp) and the end-to-end Ray tests (tests/cluster)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 TEXTS = [
@@ -39,3 +42,27 @@ def word_level(folder: Path, num_words: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
     return folder
+
+
+def build_hf(path: Path, family: str, *, num_heads: int = 4, num_kv_heads: int = 2, tied: bool = False,
+             hidden_size: int = 32, num_layers: int = 2, seed: int = 0, vocab_size: int = 61, **extra) -> Path:
+    """Save a tiny random transformers causal LM of `family` to `path`; every parameter
+    (norm weights and biases included) is perturbed so that no tensor is a constant."""
+    import transformers
+
+    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+               "mistral": ("MistralConfig", "MistralForCausalLM")}
+    config_cls, model_cls = (getattr(transformers, name) for name in classes[family])
+    if family == "mistral":
+        extra.setdefault("sliding_window", None)
+    config = config_cls(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=48, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=512,
+                        rope_theta=500.0, rms_norm_eps=1e-5, tie_word_embeddings=tied, **extra)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    model.save_pretrained(path)
+    return path
