@@ -157,6 +157,9 @@ def check_machine(need: RankNeeds, num_workers: int) -> float:
 
 def check_cluster(need: RankNeeds, num_workers: int, address: str) -> None:
     """Right after joining an existing cluster, before any actor is placed."""
-    where = f"the Ray cluster at {address}" if address else "the Ray cluster this process joined"
+    import ray
+
+    joined = ray.get_runtime_context().gcs_address or address
+    where = f"the Ray cluster at {joined}" if address else "the Ray cluster this process joined"
     check(need, num_workers, ray_nodes(), where)
     warn_if_busy(need, num_workers)
