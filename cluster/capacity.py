@@ -102,10 +102,10 @@ def check(need: RankNeeds, num_workers: int, nodes: list[Node], where: str) -> N
         asked.append(f"{num_workers * need.memory_bytes / GIB:.1f} GiB of memory (~{need.memory_bytes / GIB:.2f} GiB a rank)")
         has.append(f"{sum(known) / GIB:.1f} GiB available")
     nodes_part = f" on {len(nodes)} node(s)" if len(nodes) > 1 else ""
-    fixes = [f"lower --num-workers to {fits}" if fits else "lower --num-workers"]
+    fixes = [f"lower --num-workers to {fits}"] if fits else []
     share = _cpu_share(need, num_workers, nodes)
     if share is not None:
-        fixes.append(f"pass --cluster.cpus_per_worker {share:g} to share cores (slower)")
+        fixes.append(f"pass --cluster.cpus_per_worker {share:g} (ranks then share cores: slower)")
     fixes.append("add nodes" if where != THIS_MACHINE else "use a bigger machine or an existing cluster (--address)")
     raise ValueError(
         f"cluster.num_workers={num_workers} needs {', '.join(asked)} but {where} has {', '.join(has)}{nodes_part}, "
