@@ -73,8 +73,10 @@ class RayCluster:
         self._node("head", head)
         self._wait_started(timeout_s=180)
         for i, cpus in enumerate(self.worker_cpus):
+            # one at a time, as ray.cluster_utils.Cluster does: raylets starting together on
+            # one machine can miss their registration
             self._node(f"worker{i}", [f"--address={self.address}", f"--num-cpus={cpus}"])
-        self._wait_started(timeout_s=180)
+            self._wait_started(timeout_s=180)
         if self.dashboard:
             self._wait_for_dashboard(timeout_s=120)
 
