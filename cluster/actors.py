@@ -4,6 +4,10 @@ around the plain `hsp.engine.rank.Rank`.
 No training logic lives here. `setup` joins the rank into the world and starts the
 program its spec names (SupervisedSpec: SFT steps, RLRankSpec: RL steps); the other
 methods forward to the rank and its program.
+
+`progress` runs in a concurrency group of its own (a second thread), so the driver can
+read a rank's collective counter while that rank blocks in `step`; a stopped or wedged
+process does not answer (cluster/attribution.py tells the two apart).
 """
 
 from __future__ import annotations
@@ -25,15 +29,24 @@ class RankResult:
     """The whole actor call; the driver's wall time minus this is Ray transport."""
 
 
-@ray.remote(max_restarts=0, max_task_retries=0)
+PROBE_GROUP = "probe"
+
+
+@ray.remote(max_restarts=0, max_task_retries=0, concurrency_groups={PROBE_GROUP: 1})
 class RankActor:
     def __init__(self) -> None:
         from hsp.engine.rank import Rank
 
         self.rank = Rank()
 
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> tuple[str, str, int]:
+        """(Ray node id, node IP, pid) of this actor, as Ray placed it."""
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()
+
+    @ray.method(concurrency_group=PROBE_GROUP)
+    def progress(self) -> dict:
+        """The rank's collective progress (hsp.engine.progress), answered while `step` runs."""
+        return self.rank.progress.snapshot()
 
     def rendezvous_address(self) -> str:
         """tcp://ip:port on this actor's node with a port free right now (rank 0 only)."""

@@ -24,6 +24,7 @@ run before Ray starts; every error names the key, the value and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from cluster.checkpoint import CheckpointConfig
 from cluster.configtree import Tree, build, read_file, to_dict
 from cluster.export import ExportConfig
 from cluster.metrics import MetricsConfig
+from cluster.placement import next_power_of_two
 from hsp.data.prepare import DEFAULT_MAX_UNDECODABLE_FRACTION, PrepareConfig
 from hsp.engine.options import EngineConfig, OptimizerConfig
 from hsp.engine.profile import ProfileConfig
@@ -48,7 +50,9 @@ CONFIGS = Path(__file__).parent / "configs"
 DEFAULT_COST_MODEL = CONFIGS / "cost-cpu-tiny.json"
 AUTO_CAPACITY_FRACTION = 0.75
 """With memory_budget_bytes = 0, one rank holds activations for this share of
-max_seq_len tokens, so the longest sequences need a degree-2 group."""
+max_seq_len tokens, so the longest sequences need a degree-2 group (sequence parallelism
+at work even on a laptop); where the largest usable degree d cannot hold that (one
+rank: d = 1), the share is 1/d, so a max_seq_len sample always fits."""
 
 
 def _positive(obj, section: str, names: tuple[str, ...]) -> None:
@@ -128,7 +132,7 @@ class ClusterConfig:
     address: str = ""
     """Existing Ray cluster ('auto' or host:port); empty = embedded local cluster on loopback."""
     memory_budget_bytes: int = 0
-    """Per-rank memory for model states + activations; 0 = auto (3/4 of max_seq_len tokens of activations)."""
+    """Per-rank memory for model states + activations; 0 = auto (activations of 3/4 of max_seq_len tokens, all of them on one rank)."""
     backend: str = field(default="auto", metadata={"choices": ("auto", "gloo", "nccl")})
     """torch.distributed backend: auto (nccl with GPUs, else gloo), gloo or nccl."""
     gpus_per_worker: float = 0.0
@@ -317,8 +321,13 @@ def cluster_spec(config: TrainConfig, cost: CostModel) -> ClusterSpec:
     n, heads, kv = config.cluster.num_workers, config.model.num_heads, config.model.num_kv_heads
     if n > 1 and not any(usable_degree(2**k, heads, kv) for k in range(1, n.bit_length())):
         raise ValueError(_no_parallel_degree(config))
-    budget = config.cluster.memory_budget_bytes or auto_memory_budget(config, cost)
-    spec = ClusterSpec(num_ranks=n, ranks_per_node=n, num_heads=heads, num_kv_heads=kv, device_memory_bytes=int(budget))
+    # one node until the group is placed: the group then sets the real ranks per node
+    # (cluster.placement), a power of two as this one, which leaves the usable degrees and
+    # so every check below unchanged
+    layout = ClusterSpec(num_ranks=n, ranks_per_node=next_power_of_two(n), num_heads=heads, num_kv_heads=kv,
+                         device_memory_bytes=1)
+    budget = config.cluster.memory_budget_bytes or auto_memory_budget(config, cost, max(layout.degrees))
+    spec = dataclasses.replace(layout, device_memory_bytes=int(budget))
     states = cost.state_bytes_per_rank(n)
     capacity = int((budget - states) // cost.act_bytes_per_token)
     longest, top = config.model.max_seq_len, max(spec.degrees)
@@ -360,8 +369,10 @@ def _no_parallel_degree(config: TrainConfig) -> str:
     return f"{why}, and cluster.num_workers={n} ranks could never share a sequence; {fix}"
 
 
-def auto_memory_budget(config: TrainConfig, cost: CostModel) -> int:
-    tokens = math.ceil(AUTO_CAPACITY_FRACTION * config.model.max_seq_len)
+def auto_memory_budget(config: TrainConfig, cost: CostModel, top_degree: int) -> int:
+    """Model states plus activations for max(AUTO_CAPACITY_FRACTION, 1 / top_degree) of
+    max_seq_len tokens: runnable for any worker count (top_degree: largest usable degree)."""
+    tokens = math.ceil(max(AUTO_CAPACITY_FRACTION, 1 / top_degree) * config.model.max_seq_len)
     states = cost.state_bytes_per_rank(config.cluster.num_workers)
     return int(math.ceil(states + tokens * cost.act_bytes_per_token))
 

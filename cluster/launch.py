@@ -9,11 +9,12 @@ collective, it kills the whole group (and `hsp train` builds a new one).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -21,6 +22,9 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.actors import RankActor
+from cluster.attribution import BUSY, COLLECTIVE, DIED, DONE, RAISED, Outcome, blame, probe
+from cluster.capacity import RankNeeds, check_cluster, check_machine
+from cluster.placement import Placement, rank_order
 
 if TYPE_CHECKING:  # names for annotations only: importing hsp here would load torch with cluster.launch
     from hsp.engine.rank import RankSpec
@@ -30,10 +34,14 @@ log = logging.getLogger("hsp.train")
 
 
 class WorkerFailure(RuntimeError):
-    """A rank died, raised, or missed its deadline; the group must be rebuilt."""
+    """A rank died, raised, or missed its deadline; the group must be rebuilt.
 
-    def __init__(self, rank: int | None, reason: str):
-        self.rank = rank
+    `rank` is the rank blamed (cluster/attribution.py: the one that did not arrive, not
+    the peer whose collective timed out waiting for it), `cause` why (attribution.CAUSES;
+    None when no rank is to blame, e.g. the group could not be placed)."""
+
+    def __init__(self, rank: int | None, reason: str, cause: str | None = None):
+        self.rank, self.cause = rank, cause
         prefix = rank is not None and not reason.startswith("rank ")
         super().__init__(f"rank {rank}: {reason}" if prefix else reason)
 
@@ -50,20 +58,29 @@ class RaySession:
             ray.shutdown()
 
 
-def connect(address: str, num_workers: int, cpus_per_worker: float) -> RaySession:
+def connect(address: str, num_workers: int, need: RankNeeds) -> RaySession:
     """Join `address`, reuse an already initialised Ray (tests), or start an embedded
-    local cluster on loopback with enough CPUs for every rank."""
+    local cluster on loopback with this machine's CPUs; whichever it is, check first
+    that it can hold `num_workers` ranks of `need` (cluster.capacity), so a group that
+    cannot be placed fails now, with the fix, instead of after setup_timeout_s."""
     if ray.is_initialized():
+        check_cluster(need, num_workers, address)
         return RaySession(initialised_here=False)
     quiet = {"log_to_driver": True, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **quiet)
-        return RaySession(initialised_here=True)
+        session = RaySession(initialised_here=True)
+        try:
+            check_cluster(need, num_workers, address)
+        except BaseException:
+            session.close()
+            raise
+        return session
+    num_cpus = check_machine(need, num_workers)  # before Ray starts
     # a private cluster on loopback: nothing else can reach it, so no token is needed
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    num_cpus = max(os.cpu_count() or 1, int(num_workers * cpus_per_worker + 0.999))
     # address="local" never attaches to another cluster running on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
+    ray.init(address="local", num_cpus=int(num_cpus), include_dashboard=False, _node_ip_address="127.0.0.1", **quiet)
     return RaySession(initialised_here=True)
 
 
@@ -82,6 +99,9 @@ class GroupSpec:
     """GPUs each actor asks Ray for (0 on CPU)."""
     setup_timeout_s: float
     """Placing the actors, importing torch, joining the group and building the program."""
+    for_placement: Callable[[RankSpec, Placement], RankSpec] | None = None
+    """The rank spec for where the ranks landed (`hsp train`: the ClusterSpec's ranks per
+    node, cluster.placement.with_ranks_per_node); None: rank_spec as is."""
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -95,7 +115,12 @@ class GroupSpec:
 class WorkerGroup:
     """One RankActor per rank in a placement group, joined into one torch.distributed
     world, each running spec.rank_spec's program. Created once per run (and again only
-    after a failure)."""
+    after a failure).
+
+    The placement group PACKs the bundles onto as few nodes as possible (a node's ranks
+    talk over its fast links); ranks are then numbered node by node from where the
+    actors report they run (cluster.placement), which fixes the ranks per node the plans
+    are made for."""
 
     def __init__(self, spec: GroupSpec):
         self.spec = spec
@@ -110,17 +135,34 @@ class WorkerGroup:
                     f"Ray could not place {n} workers of {bundle} within {spec.setup_timeout_s:.0f}s; "
                     f"the cluster has {ray.available_resources()} available: lower --num-workers or add nodes",
                 )
-            for rank in range(n):
-                strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=rank)
+            for b in range(n):
+                strategy = PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=b)
                 options = {"num_cpus": spec.cpus_per_worker, "num_gpus": spec.gpus_per_worker, "scheduling_strategy": strategy}
                 self.actors.append(RankActor.options(**options).remote())
+            self.placement = self._number_ranks()
+            self.rank_spec = spec.for_placement(spec.rank_spec, self.placement) if spec.for_placement else spec.rank_spec
             rendezvous = self._get([self.actors[0].rendezvous_address.remote()], spec.setup_timeout_s)[0]
-            spec_ref = ray.put(spec.rank_spec)
+            spec_ref = ray.put(self.rank_spec)
             calls = [a.setup.remote(r, n, rendezvous, spec_ref) for r, a in enumerate(self.actors)]
             self.pids = self._get(calls, spec.setup_timeout_s)
         except BaseException:
             self.shutdown()
             raise
+
+    def _number_ranks(self) -> Placement:
+        """Reorder self.actors (one per bundle) into rank order, node by node."""
+        where = self._get([a.where.remote() for a in self.actors], self.spec.setup_timeout_s)
+        order = rank_order([node for node, _, _ in where])
+        self.actors = [self.actors[b] for b in order]
+        placement = Placement(
+            node_ids=tuple(where[b][0] for b in order),
+            node_ips=tuple(where[b][1] for b in order),
+            pids=tuple(where[b][2] for b in order),
+        )
+        log.info("worker group: %s", placement.describe())
+        if (warning := placement.warning()) is not None:
+            log.warning("%s", warning)
+        return placement
 
     def call(self, method: str, *args) -> list:
         """Start RankActor.`method`(*args) on every rank; returns the pending refs."""
@@ -156,7 +198,8 @@ class WorkerGroup:
         remove_placement_group(self.pg)
 
     def _get(self, refs: list, timeout_s: float) -> list:
-        """Results of `refs` in order; the first failure raises WorkerFailure at once."""
+        """Results of `refs` (one per rank, in rank order); the first failure raises
+        WorkerFailure at once, blaming the rank attribution finds."""
         rank_of = {ref: i for i, ref in enumerate(refs)}
         results: dict = {}
         pending = list(refs)
@@ -164,8 +207,7 @@ class WorkerGroup:
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                late = sorted(rank_of[r] for r in pending)
-                raise WorkerFailure(late[0], f"no answer within {timeout_s:.0f}s (ranks {late} still busy)")
+                raise self._attribute({}, [rank_of[r] for r in pending], len(refs), f" (no answer within {timeout_s:.0f}s)")
             ready, pending = ray.wait(pending, num_returns=1, timeout=remaining)
             for ref in ready:
                 error = _error_of(ref, results)
@@ -174,9 +216,8 @@ class WorkerGroup:
         return [results[r] for r in refs]
 
     def _diagnose(self, rank: int, error: Exception, pending: list, rank_of: dict) -> Exception:
-        """The failure to report: a peer's death makes the survivors' collectives fail
-        too, so wait briefly for the others and blame a dead actor over a rank whose
-        collective merely lost its peer."""
+        """The failure to report: a peer's death or hang makes the survivors' collectives
+        fail too, so wait briefly for the others' outcome, then let attribution decide."""
         if isinstance(error, RayTaskError) and isinstance(error.cause, ValueError):
             # bad input (an invalid plan, bad data) fails the same way on every retry:
             # stop with the rank's own message instead of rebuilding
@@ -187,11 +228,19 @@ class WorkerGroup:
             other = _error_of(ref, {})
             if other is not None:
                 errors[rank_of[ref]] = other
-        dead = sorted(r for r, e in errors.items() if isinstance(e, RayActorError))
-        blamed = dead[0] if dead else rank
-        parts = [f"rank {r}: {_describe(e)}" for r, e in sorted(errors.items())]
-        failure = WorkerFailure(blamed, "; ".join(parts))
-        failure.__cause__ = errors[blamed]
+        busy = [rank_of[ref] for ref in pending if ref not in ready]
+        return self._attribute(errors, busy, len(rank_of))
+
+    def _attribute(self, errors: dict[int, Exception], busy: list[int], num_ranks: int, note: str = "") -> WorkerFailure:
+        """WorkerFailure blaming the rank that did not arrive (cluster/attribution.py)."""
+        outcomes = {r: Outcome(DONE) for r in range(num_ranks)}
+        outcomes.update({r: Outcome(_kind(e), _describe(e)) for r, e in errors.items()})
+        outcomes.update({r: Outcome(BUSY) for r in busy})
+        answers = probe(self.actors, [r for r, o in outcomes.items() if o.kind != DIED])
+        outcomes = {r: dataclasses.replace(o, progress=answers.get(r)) for r, o in outcomes.items()}
+        verdict = blame(outcomes)
+        failure = WorkerFailure(verdict.rank, verdict.message + note, cause=verdict.cause)
+        failure.__cause__ = errors.get(verdict.rank)
         return failure
 
 
@@ -206,6 +255,14 @@ def _error_of(ref, results: dict) -> Exception | None:
         return None
     except (RayActorError, RayTaskError) as err:
         return err
+
+
+def _kind(error: Exception) -> str:
+    from hsp.engine.rank import CollectiveError  # the driver has loaded torch by now
+
+    if isinstance(error, RayActorError):
+        return DIED
+    return COLLECTIVE if isinstance(getattr(error, "cause", None), CollectiveError) else RAISED
 
 
 def _describe(error: Exception) -> str:
@@ -258,7 +315,7 @@ def parallel_factory(address: str, cpus_per_worker: float):
 
     def make(rank_spec: RLRankSpec) -> RayPolicy:
         num_workers = rank_spec.config.num_workers
-        session = connect(address, num_workers, cpus_per_worker)
+        session = connect(address, num_workers, RankNeeds.of(cpus_per_worker, 0.0, 0))
         try:
             spec = GroupSpec(num_workers=num_workers, rank_spec=rank_spec, cpus_per_worker=cpus_per_worker,
                              setup_timeout_s=RL_SETUP_TIMEOUT_S)

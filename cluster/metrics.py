@@ -3,7 +3,7 @@
 `SERIES` is the single source of truth: the README table, the alert rules, the Grafana
 dashboard and the Helm chart are checked against it by tests, so names cannot drift.
 Base units in names (`_seconds`, `_bytes`, `_total` for counters) and low-cardinality
-labels only (`sp_degree`, `rank`, `strategy`), never per-sequence ids.
+labels only (`sp_degree`, `rank`, `strategy`, `cause`), never per-sequence ids.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class Series:
 
 SERIES: tuple[Series, ...] = (
     Series("hsp_step_duration_seconds", "histogram", "Measured wall seconds of a training step (driver view)."),
-    Series("hsp_steps_total", "counter", "Training steps finished."),
+    Series("hsp_steps_total", "counter", "Training steps finished, each counted once (re-runs: hsp_rerun_steps_total)."),
+    Series("hsp_rerun_steps_total", "counter", "Steps run again after a recovery went back to the last checkpoint."),
     Series("hsp_solve_seconds", "gauge", "Planner seconds spent on the latest step's plan.", ("strategy",)),
     Series("hsp_step_predicted_seconds", "gauge", "Cost-model predicted seconds of the latest step."),
     Series("hsp_step_measured_seconds", "gauge", "Measured seconds of the latest step (slowest rank)."),
@@ -36,6 +37,10 @@ SERIES: tuple[Series, ...] = (
     Series("hsp_imbalance_ratio", "gauge", "Slowest group / mean group measured seconds in the latest step."),
     Series("hsp_peak_memory_bytes", "gauge", "Peak memory of each rank in the latest step (RSS on CPU, allocated on CUDA).", ("rank",)),
     Series("hsp_worker_restarts_total", "counter", "Worker-group rebuilds after a failure."),
+    Series("hsp_worker_failures_total", "counter",
+           "Worker failures by why the blamed rank failed (died, raised, hung, behind, collective, timeout).",
+           ("cause",)),
+    Series("hsp_last_failed_rank", "gauge", "Rank blamed for the latest worker failure (-1: none yet)."),
     Series("hsp_planner_fallbacks_total", "counter", "Steps whose plan missed the deadline and used the fast fallback."),
     Series("hsp_last_step_timestamp_seconds", "gauge", "Unix time at which the latest step finished."),
     Series("hsp_rl_reward", "gauge", "Mean reward of the latest RL step (hsp rl)."),

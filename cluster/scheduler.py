@@ -18,8 +18,10 @@ from typing import Callable
 import numpy as np
 
 from cluster import checkpoint
+from cluster.attribution import CAUSES
 from cluster.launch import GroupSpec, WorkerFailure, WorkerGroup
 from cluster.metrics import Metrics
+from cluster.placement import Placement
 from hsp.data import DataCursor, Dataset
 from solver.cost import CostModel
 from solver.plan import validate
@@ -136,6 +138,12 @@ class Scheduler:
         """Step of the checkpoint this run wrote or resumed from (None: restart from scratch)."""
         self.callbacks: list[Callable[["Scheduler", StepRecord], None]] = []
         self.group: WorkerGroup | None = None
+        self.placement: Placement | None = None
+        """Where the latest worker group's ranks run (its ranks per node are self.spec's)."""
+        self.furthest_step = 0
+        """Highest step this process has finished: finishing it again is a re-run after a
+        recovery went back to the last checkpoint (hsp_rerun_steps_total, not hsp_steps_total)."""
+        start_failure_series(metrics)
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -205,7 +213,10 @@ class Scheduler:
         return int(payload["step"])
 
     def _build_group(self) -> WorkerGroup:
-        return WorkerGroup(self.config.group)
+        group = WorkerGroup(self.config.group)
+        # plans are made for the ranks per node the group was really placed with
+        self.spec, self.placement = group.rank_spec.worker.spec, group.placement
+        return group
 
     def _new_planner(self, step: int):
         planner = Planner(self.spec, self.cost, strategy=self.config.strategy, deadline_s=self.config.deadline_s)
@@ -273,7 +284,7 @@ class Scheduler:
     def _update_metrics(self, r: StepRecord, plan) -> None:
         m = self.metrics
         m["hsp_step_duration_seconds"].observe(r.wall_s)
-        m["hsp_steps_total"].inc()
+        self._count_step(r.step)
         m["hsp_solve_seconds"].labels(strategy=plan.strategy).set(r.solve_s)
         m["hsp_step_predicted_seconds"].set(r.predicted_s)
         m["hsp_step_measured_seconds"].set(r.measured_s)
@@ -288,6 +299,13 @@ class Scheduler:
         if r.fallback:
             m["hsp_planner_fallbacks_total"].inc()
         m["hsp_last_step_timestamp_seconds"].set(r.timestamp_s)
+
+    def _count_step(self, step: int) -> None:
+        if step > self.furthest_step:
+            self.furthest_step = step
+            self.metrics["hsp_steps_total"].inc()
+        else:
+            self.metrics["hsp_rerun_steps_total"].inc()
 
     # ---- checkpoints and recovery -------------------------------------------------------------
 
@@ -318,6 +336,7 @@ class Scheduler:
         """Rebuild the group and return the step to continue from."""
         restarts = self.state.restarts + 1
         limit = self.config.max_restarts
+        count_failure(self.metrics, failure)
         if self.group is not None:
             self.group.shutdown()
             self.group = None
@@ -326,7 +345,7 @@ class Scheduler:
                 f"step {step + 1} failed ({failure}) and the worker group was already rebuilt {limit} time(s) "
                 "(train.max_restarts); fix the cause or raise train.max_restarts"
             ) from failure
-        event = {"at_step": step + 1, "rank": failure.rank, "error": str(failure), "time_s": time.time()}
+        event = {"at_step": step + 1, "rank": failure.rank, "cause": failure.cause, "error": str(failure), "time_s": time.time()}
         recoveries = self.state.recoveries + [event]
         self.metrics["hsp_worker_restarts_total"].inc()
         self.group = self._build_group()
@@ -344,6 +363,21 @@ class Scheduler:
             step + 1, failure, restarts, limit, resume_at,
         )
         return resume_at
+
+
+def start_failure_series(metrics: Metrics) -> None:
+    """Every cause at 0 and no rank blamed yet, so dashboards have data before a failure."""
+    for cause in CAUSES:
+        metrics["hsp_worker_failures_total"].labels(cause=cause)
+    metrics["hsp_last_failed_rank"].set(-1)
+
+
+def count_failure(metrics: Metrics, failure: WorkerFailure) -> None:
+    """The blamed rank and its cause (a failure with no rank to blame, e.g. a group that
+    could not be placed, counts as a restart only)."""
+    if failure.rank is not None and failure.cause in CAUSES:
+        metrics["hsp_worker_failures_total"].labels(cause=failure.cause).inc()
+        metrics["hsp_last_failed_rank"].set(failure.rank)
 
 
 def imbalance(plan, reports) -> float:

@@ -87,6 +87,7 @@ def prepare(config: TrainConfig) -> Prepared:
 def scheduler_config(p: Prepared):
     """The driver loop's typed config (cluster.scheduler.SchedulerConfig) from a prepared run."""
     from cluster.launch import GroupSpec
+    from cluster.placement import with_ranks_per_node
     from cluster.scheduler import SchedulerConfig
     from hsp.engine.sft import SupervisedSpec
 
@@ -97,6 +98,7 @@ def scheduler_config(p: Prepared):
         cpus_per_worker=c.cpus_per_worker,
         gpus_per_worker=c.gpus_per_worker,
         setup_timeout_s=max(120.0, p.config.engine.collective_timeout_s),
+        for_placement=with_ranks_per_node,
     )
     return SchedulerConfig(
         num_steps=t.steps, checkpoint_every=ck.every_steps, run_dir=t.run_dir, resume=ck.resume,
@@ -114,21 +116,25 @@ def run_training(
 ) -> dict:
     """Run `config` and return the summary (also written to run_dir/summary.json)."""
     from cluster import report
+    from cluster.capacity import RankNeeds
     from cluster.launch import connect
     from cluster.scheduler import Scheduler
 
     prepared = prepare(config)
     for message in prepared.warnings:
         log.warning("%s", message)
-    checkpoint.write_model_info(config.train.run_dir, model=prepared.exported_model.to_dict(),
-                                tokenizer=prepared.tokenizer.describe(), init_from=prepared.worker_config.init_from)
     metrics = Metrics()
     server = metrics.serve_config(config.metrics)
     if server is not None:
         print(f"hsp train: metrics on http://{config.metrics.host}:{config.metrics.port}/metrics", file=sys.stderr)
     session = None
     try:
-        session = connect(config.cluster.address, config.cluster.num_workers, config.cluster.cpus_per_worker)
+        c = config.cluster
+        need = RankNeeds.of(c.cpus_per_worker, c.gpus_per_worker, prepared.spec.device_memory_bytes)
+        session = connect(c.address, c.num_workers, need)  # checks the machine or cluster can hold the group
+        # the run dir comes to be only once the run can start
+        checkpoint.write_model_info(config.train.run_dir, model=prepared.exported_model.to_dict(),
+                                    tokenizer=prepared.tokenizer.describe(), init_from=prepared.worker_config.init_from)
         scheduler = Scheduler(scheduler_config(prepared), dataset=prepared.dataset, metrics=metrics)
         scheduler.callbacks.extend(callbacks)
         where = f"cluster at {config.cluster.address}" if config.cluster.address else "embedded local cluster on 127.0.0.1"
@@ -146,6 +152,7 @@ def run_training(
         "strategy": config.planner.strategy,
         "cost_model": prepared.cost.name,
         "capacity_tokens_per_rank": prepared.cost.token_capacity(prepared.spec),
+        "placement": scheduler.placement.to_dict() if scheduler.placement is not None else None,
         "config": config.to_dict(),
     }
     summary = report.summarize(

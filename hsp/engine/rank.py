@@ -24,10 +24,9 @@ Designed for what comes next:
   one place (`hsp.engine.sft.plan_work`), from the plan alone, identically everywhere.
 - DCP checkpoints are written by each rank: `state_dict`/`load_state_dict` live on the
   rank, not on the driver.
-- Hung-rank attribution needs a per-rank progress counter the driver can read while a
-  rank blocks: every collective section of every program is entered through
-  `Rank.collectives(where)`, which is where that counter belongs (the actor would serve
-  it from its own concurrency group). It is not built yet.
+- Hung-rank attribution: every collective section of every program is entered through
+  `Rank.collectives(where)`, which counts it in `Rank.progress` (hsp/engine/progress.py);
+  the driver reads the counter while the rank blocks (cluster/attribution.py).
 """
 
 from __future__ import annotations
@@ -43,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hsp.engine.progress import Progress
 from hsp.model.config import ModelConfig
 from hsp.model.decoder import Decoder
 from hsp.model.hf import load_decoder
@@ -140,6 +140,8 @@ class Rank:
         self.program: Program | None = None
         self.step = 0
         """Optimizer steps this rank has finished (its program counts them)."""
+        self.progress = Progress()
+        """Collective sections entered and left, readable from another thread while the rank blocks."""
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -196,8 +198,9 @@ class Rank:
     @contextmanager
     def collectives(self, where: str):
         """Run a section of collectives; a lost or stuck peer becomes a CollectiveError.
-        Every program enters its collectives here: the place for a per-rank progress
-        counter (hung-rank attribution, see the module docstring)."""
+        Every program enters its collectives here, so `progress` counts the same
+        sections in the same order on every rank (hung-rank attribution)."""
+        self.progress.enter(where)
         try:
             yield
         except RuntimeError as err:
@@ -208,6 +211,8 @@ class Rank:
                 f"{self.timeout_s:g}s (collective_timeout_s): a peer rank crashed or is stuck; "
                 f"check the other ranks' logs. Cause: {err}"
             ) from err
+        finally:
+            self.progress.leave()
 
     def all_reduce_grads(self, params: Iterable[nn.Parameter], scalars: list[float],
                          buffer_dtype: torch.dtype | None = None) -> list[float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from cluster_testlib import free_port, tiny_config
 from prometheus_client.parser import text_string_to_metric_families
 
+from cluster.attribution import CAUSES
 from cluster.metrics import SERIES
 from cluster.trainer import run_training
 
@@ -91,6 +93,9 @@ def test_cluster_metrics_endpoint_has_every_series(reference_run):
     assert sum(value("hsp_sp_groups", sp_degree=d) for d in ("1", "2")) >= 1
     assert all(value("hsp_peak_memory_bytes", rank=r) > 10 * 2**20 for r in ("0", "1"))
     assert value("hsp_worker_restarts_total") == 0
+    assert value("hsp_rerun_steps_total") == 0
+    assert all(value("hsp_worker_failures_total", cause=c) == 0 for c in CAUSES)
+    assert value("hsp_last_failed_rank") == -1
     assert value("hsp_planner_fallbacks_total") == 0
     assert abs(value("hsp_last_step_timestamp_seconds") - s["_time"]) < 60
 
@@ -104,24 +109,78 @@ def test_cluster_resume_equals_uninterrupted(reference_run, tmp_path):
     assert _losses(tmp_path) == _losses(ref_dir)  # exact: same plans, same RNG, same data
 
 
+def _counters(metrics) -> dict[str, float]:
+    """Samples of the driver's registry: name{label=value} -> value."""
+    out = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def _fault_run(tmp_path, rank: int, sig: int, **overrides):
+    """A tiny run whose rank `rank` gets `sig` at step 5; returns the summary and the
+    driver's metric samples after the last step. SIGKILL lands mid-step; SIGSTOP lands
+    before step 5 is dispatched, so the stopped rank never reaches step 5's collectives
+    and its peer blocks in one (mid-step, the stop could come after the last collective)."""
+    hit, final = [], {}
+
+    def fault_at_step_5(scheduler, record):
+        if record.step == 4 and not hit:
+            pid = scheduler.group.pids[rank]
+            hit.append(pid)
+            if sig == signal.SIGSTOP:
+                os.kill(pid, sig)
+            else:  # a moment later the driver is inside step 5: the signal lands mid-step
+                threading.Timer(0.05, os.kill, (pid, sig)).start()
+        if record.step == 6:
+            final.update(_counters(scheduler.metrics))
+
+    summary = run_training(tiny_config(tmp_path, **overrides), callbacks=(fault_at_step_5,), progress=False)
+    assert hit and summary["worker_restarts"] == 1
+    return summary, final
+
+
+def _assert_recovered_exactly(summary, metrics, ref_dir, run_dir, rank: int, cause: str) -> dict:
+    (event,) = summary["recoveries"]
+    assert (event["rank"], event["cause"]) == (rank, cause), event
+    assert summary["steps"] == 6
+    assert _losses(run_dir) == _losses(ref_dir)  # steps after the checkpoint re-run exactly
+    rerun = event["at_step"] - 1 - event["resumed_at_step"]  # finished once, then again after the rollback
+    assert rerun >= 1 and metrics["hsp_rerun_steps_total"] == rerun
+    assert metrics["hsp_steps_total"] == 6  # each finished step once, however often it ran
+    assert metrics[f"hsp_worker_failures_total{{cause={cause}}}"] == 1
+    assert metrics["hsp_last_failed_rank"] == rank
+    return event
+
+
 def test_cluster_killed_worker_recovers_without_lost_or_repeated_steps(reference_run, tmp_path):
     ref_dir, _, _ = reference_run
-    killed = []
-
-    def kill_rank1_during_step_5(scheduler, record):
-        if record.step == 4 and not killed:
-            pid = scheduler.group.pids[1]
-            killed.append(pid)
-            # a moment later the driver is inside step 5: the kill lands mid-step
-            threading.Timer(0.05, os.kill, (pid, signal.SIGKILL)).start()
-
-    summary = run_training(tiny_config(tmp_path), callbacks=(kill_rank1_during_step_5,), progress=False)
-    assert killed and summary["worker_restarts"] == 1
-    (event,) = summary["recoveries"]
+    summary, metrics = _fault_run(tmp_path, 1, signal.SIGKILL)
+    event = _assert_recovered_exactly(summary, metrics, ref_dir, tmp_path, rank=1, cause="died")
     # rank 0's collective fails too once its peer is gone; the dead rank is the one blamed
-    assert event["resumed_at_step"] == 3 and event["rank"] == 1 and "actor died" in event["error"]
-    assert summary["steps"] == 6
-    assert _losses(tmp_path) == _losses(ref_dir)  # steps 4.. re-run from the step-3 checkpoint
+    assert event["resumed_at_step"] == 3 and "actor died" in event["error"]
+
+
+def test_cluster_stopped_rank_0_is_blamed_not_its_waiting_peer(reference_run, tmp_path):
+    """SIGSTOP rank 0; the step times out while rank 1 blocks in a collective of step 5
+    (collective_timeout_s stays 60 s). Rank 1 still answers the progress probe from its
+    second thread, rank 0 cannot."""
+    ref_dir, _, _ = reference_run
+    summary, metrics = _fault_run(tmp_path, 0, signal.SIGSTOP, **{"train.step_timeout_s": 15.0})
+    event = _assert_recovered_exactly(summary, metrics, ref_dir, tmp_path, rank=0, cause="hung")
+    assert "rank 0 is hung" in event["error"] and "no answer within 15s" in event["error"]
+    assert re.search(r"rank 1: busy, \d+ section\(s\) entered, inside ", event["error"]), event["error"]
+
+
+def test_cluster_stopped_rank_1_is_blamed_not_the_peer_that_timed_out(reference_run, tmp_path):
+    """SIGSTOP rank 1; rank 0's collective times out first and raises, yet rank 1 is blamed."""
+    ref_dir, _, _ = reference_run
+    overrides = {"engine.collective_timeout_s": 5.0, "train.step_timeout_s": 60.0}
+    summary, metrics = _fault_run(tmp_path, 1, signal.SIGSTOP, **overrides)
+    event = _assert_recovered_exactly(summary, metrics, ref_dir, tmp_path, rank=1, cause="hung")
+    assert "rank 1 is hung" in event["error"] and "rank 0: raised CollectiveError" in event["error"]
 
 
 def test_cluster_trains_on_a_folder_of_text(ray_session, tmp_path):
