@@ -15,6 +15,20 @@ from cluster.metrics import Metrics
 
 log = logging.getLogger("hsp.train")
 
+EXIT_RUN_FAILED = 3
+"""Exit status of `hsp train` when the workers kept failing (restarts exhausted)."""
+
+
+class RunFailed(SystemExit):
+    """The run stopped after exhausting its restarts; its run directory holds the history
+    and summary (with a `failure` section) of the finished steps and the last good
+    checkpoint. A SystemExit with status EXIT_RUN_FAILED: the one-line message is printed
+    before it is raised, so `hsp train` ends without a traceback."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(EXIT_RUN_FAILED)
+        self.message, self.summary = message, summary
+
 
 @dataclass
 class Prepared:
@@ -82,12 +96,27 @@ def prepare(config: TrainConfig) -> Prepared:
         dataset=dataset,
         cursor=cursor,
         worker_config=worker_config,
-        warnings=[str(w.message) for w in caught],
+        warnings=[str(w.message) for w in caught] + _param_mismatch(cost, model),
     )
+
+
+def _param_mismatch(cost, model) -> list[str]:
+    """Plans budget model-state memory from cost.num_params: say when it is not this model's."""
+    from hsp.engine.rank import build_model
+
+    actual = sum(p.numel() for p in build_model(model).parameters())
+    if abs(cost.num_params - actual) <= 0.05 * actual:
+        return []
+    return [
+        f"cost model {cost.name!r} has num_params={cost.num_params:.0f} but the model has {actual} parameters, "
+        f"so plans assume {cost.num_params / actual:.2f}x the model-state memory the ranks hold; profile this "
+        "model (`hsp profile`) or set num_params in the cost model's JSON"
+    ]
 
 
 def scheduler_config(p: Prepared):
     """The driver loop's typed config (cluster.scheduler.SchedulerConfig) from a prepared run."""
+    from cluster.checkpoint import CheckpointConfig
     from cluster.launch import GroupSpec
     from cluster.scheduler import SchedulerConfig
     from hsp.engine.sft import SupervisedSpec
@@ -101,6 +130,7 @@ def scheduler_config(p: Prepared):
         setup_timeout_s=max(120.0, t.collective_timeout_s),
     )
     return SchedulerConfig(
+        checkpoint=CheckpointConfig(),
         num_steps=t.steps, checkpoint_every=t.checkpoint_every, run_dir=t.run_dir, resume=t.resume,
         max_restarts=t.max_restarts, step_timeout_s=t.step_timeout_s, group=group,
         strategy=p.config.planner.strategy, deadline_s=p.config.planner.deadline_s, cursor=p.cursor,
@@ -129,24 +159,29 @@ def run_training(
     out=sys.stdout,
 ) -> dict:
     """Run `config` and return the summary (also written to run_dir/summary.json)."""
-    from cluster import report
+    from cluster import checkpoint, report
     from cluster.launch import connect
-    from cluster.scheduler import Scheduler
+    from cluster.scheduler import RestartsExhausted, Scheduler
 
     prepared = prepare(config)
     for message in prepared.warnings:
         log.warning("%s", message)
+    if config.train.resume:  # a checkpoint of other data is refused before Ray starts
+        checkpoint.check_before_start(config.train.run_dir, fingerprint=prepared.dataset.fingerprint())
     metrics, server = start_metrics(config)
     if server is not None:
         print(f"hsp train: metrics on http://{config.metrics.host}:{config.metrics.port}/metrics", file=sys.stderr)
-    session = None
+    session, failure = None, None
     try:
         session = connect(config.cluster.address, config.cluster.num_workers, config.cluster.cpus_per_worker)
         scheduler = Scheduler(scheduler_config(prepared), dataset=prepared.dataset, metrics=metrics)
         scheduler.callbacks.extend(callbacks)
         where = f"cluster at {config.cluster.address}" if config.cluster.address else "embedded local cluster on 127.0.0.1"
         print(f"hsp train: Ray {where}; starting {config.cluster.num_workers} workers", file=sys.stderr)
-        state = scheduler.run(progress_factory=_progress_bar(config) if progress else None)
+        try:
+            state = scheduler.run(progress_factory=_progress_bar(config) if progress else None)
+        except RestartsExhausted as err:
+            state, failure = scheduler.state, err
     finally:
         if session is not None:
             session.close()
@@ -164,8 +199,26 @@ def run_training(
     summary = report.summarize(
         state.history, restarts=state.restarts, recoveries=state.recoveries, drift=state.drift, extra=extra
     )
+    summary["memory"] = {
+        **summary.get("memory", {}),
+        "predicted_model_state_bytes_per_rank": prepared.cost.state_bytes_per_rank(prepared.spec.num_ranks),
+        "budget_bytes_per_rank": prepared.spec.device_memory_bytes,
+        "state_sharding": prepared.worker_config.state_sharding,
+    }
+    summary["checkpoint_warnings"] = state.warnings
+    newest = checkpoint.committed(config.train.run_dir)
+    summary["last_checkpoint"] = str(newest[0]) if newest else None
+    if failure is not None:
+        summary["failure"] = {"rank": failure.rank, "error": failure.error, "at_step": failure.step,
+                              "restarts": failure.restarts, "time_s": failure.time_s}
     report.write_run_dir(config.train.run_dir, history=state.history, summary=summary, first_plan=state.first_plan)
     print(report.format_table(summary), file=out)
+    if failure is not None:
+        message = (f"hsp train: error: {failure}. The {len(state.history)} finished steps are in "
+                   f"{Path(config.train.run_dir) / 'history.jsonl'} and summary.json; last good checkpoint: "
+                   f"{summary['last_checkpoint'] or 'none'}")
+        print(message, file=sys.stderr)
+        raise RunFailed(message, summary)
     return summary
 
 
