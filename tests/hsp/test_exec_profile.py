@@ -40,6 +40,16 @@ def test_activation_bytes_grow_with_width_and_are_per_token():
     assert longer == pytest.approx(small, rel=0.1)
 
 
+def test_activation_checkpointing_lowers_the_measured_bytes_per_token():
+    """With 4 blocks recomputed, the peak is the saved block inputs plus one recomputed
+    block on top of the logits: well under half of keeping all four blocks."""
+    cfg = GPTConfig(num_layers=4, hidden_size=64, max_seq_len=512)
+    full = activation_bytes_per_token(cfg, torch.float32, 256)
+    checkpointed = activation_bytes_per_token(cfg, torch.float32, 256, activation_checkpointing=True)
+    hidden_bytes = 4 * cfg.hidden_size  # one float32 block input per token
+    assert cfg.num_layers * hidden_bytes < checkpointed < 0.5 * full
+
+
 def test_fit_accepts_packed_group_samples_and_recovers_coefficients():
     from solver.cost import fit_cost_model
 
