@@ -41,6 +41,9 @@ def summarize(history: list[dict], *, restarts: int, recoveries: list[dict], dri
         "imbalance_median": statistics.median(h["imbalance"] for h in history),
         "peak_memory_bytes_max": max(max(h["peak_memory_bytes"]) for h in history),
         "mfu_median": statistics.median(h.get("mfu", 0.0) for h in history),
+        "peak_flops_per_s": statistics.median(h.get("peak_flops_per_s", 0.0) for h in history),
+        "mfu_basis": "model FLOPs (6 P_matmul s + 6 L h s^2 per causal sequence) / (step wall s x the ranks' summed "
+                     "peak, measured with a 512^3 matmul in the compute dtype at start-up)",
         "memory": {
             "model_state_bytes_per_rank": max(h.get("model_state_bytes", 0) for h in history),
             "activation_peak_bytes_per_rank": max(h.get("activation_peak_bytes", 0) for h in history),
@@ -65,7 +68,8 @@ def format_table(summary: dict) -> str:
         ("solver ms (median)", f"{summary['solve_ms_median']:.1f} ({summary['planner_fallbacks']} fallbacks)"),
         ("time outside worker steps", f"{100 * summary['overhead_share']:.1f}% (planning wait, Ray, data)"),
         ("imbalance (median)", f"{summary['imbalance_median']:.2f}"),
-        ("MFU (median; vs measured matmul peak)", f"{100 * summary['mfu_median']:.2f}%"),
+        ("MFU (median)", f"{100 * summary['mfu_median']:.2f}% of a measured matmul peak of "
+                         f"{summary['peak_flops_per_s'] / 1e9:.1f} GFLOP/s (all ranks)"),
         ("peak memory per rank", f"{summary['peak_memory_bytes_max'] / 2**20:.0f} MiB (process RSS)"),
         ("model states per rank (measured / predicted)", _state_bytes(summary)),
         ("worker restarts", str(summary["worker_restarts"])),

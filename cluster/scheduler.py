@@ -78,7 +78,9 @@ class StepRecord:
     flops: float = 0.0
     """Model FLOPs of the step (hsp.engine.flops)."""
     mfu: float = 0.0
-    """flops / (wall_s x sum of the ranks' measured matmul peak FLOP/s)."""
+    """flops / (wall_s x peak_flops_per_s)."""
+    peak_flops_per_s: float = 0.0
+    """Sum over ranks of each rank's measured dense-matmul FLOP/s (hsp.engine.flops)."""
     lr: float = 0.0
     grad_norm: float = 0.0
 
@@ -441,7 +443,7 @@ def _add_state_and_speed(record: StepRecord, reports) -> None:
     record.model_state_bytes = max(int(r.model_state_bytes) for r in reports)
     record.activation_peak_bytes = max(int(r.activation_peak_bytes) for r in reports)
     record.flops = float(reports[0].flops)
-    peak = sum(r.peak_flops_per_s for r in reports)
+    record.peak_flops_per_s = peak = float(sum(r.peak_flops_per_s for r in reports))
     record.mfu = record.flops / (record.wall_s * peak) if record.wall_s > 0 and peak > 0 else 0.0
     record.lr, record.grad_norm = float(reports[0].lr), float(reports[0].grad_norm)
 
