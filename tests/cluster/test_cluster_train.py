@@ -201,3 +201,14 @@ def test_cluster_exhausted_restarts_leave_history_summary_and_checkpoint(referen
     assert list(_losses(tmp_path)) == [1, 2, 3, 4]  # every finished step
     assert summary["last_checkpoint"] == str(tmp_path / "checkpoints" / "step-000003")
     assert checkpoint.read(tmp_path / "checkpoints" / "step-000003")["step"] == 3
+
+
+def test_cluster_progress_line_shows_speed_and_memory_against_the_budget():
+    from cluster.scheduler import StepRecord, _progress_line
+
+    record = StepRecord(step=1, loss=2.0, num_tokens=4000, predicted_s=1.0, calibrated_predicted_s=1.0, measured_s=1.9,
+                        wall_s=2.0, solve_s=0.01, plan_wait_s=0.0, overhead_s=0.1, imbalance=1.0, fallback=False,
+                        plan="mb1: 1xSP2", sp_groups={2: 1}, peak_memory_bytes=[1], timestamp_s=0.0, restarts=0,
+                        model_state_bytes=3 * 2**20, activation_peak_bytes=2**20, mfu=0.125)
+    line = _progress_line(record, budget_bytes=8 * 2**20)
+    assert "2,000 tok/s" in line and "MFU 12.5%" in line and "mem 4.0/8.0 MiB" in line
