@@ -146,7 +146,8 @@ class StepReport:
     micro_batches: list[dict]
     """Per micro-batch {compute_s, a2a_s, total_s, num_chunks}."""
     allreduce_s: float
-    """Gradient all-reduce seconds."""
+    """Seconds of the end-of-step reduction: the gradient all-reduce when replicated; only
+    the loss sum under zero3 (its gradients are reduce-scattered inside every pass)."""
     peak_memory_bytes: int
     """Peak RSS during the step on CPU; torch.cuda.max_memory_allocated on CUDA."""
     materialise_s: float = 0.0
