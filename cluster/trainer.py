@@ -199,18 +199,7 @@ def run_training(
     summary = report.summarize(
         state.history, restarts=state.restarts, recoveries=state.recoveries, drift=state.drift, extra=extra
     )
-    summary["memory"] = {
-        **summary.get("memory", {}),
-        "predicted_model_state_bytes_per_rank": prepared.cost.state_bytes_per_rank(prepared.spec.num_ranks),
-        "budget_bytes_per_rank": prepared.spec.device_memory_bytes,
-        "state_sharding": prepared.worker_config.state_sharding,
-    }
-    summary["checkpoint_warnings"] = state.warnings
-    newest = checkpoint.committed(config.train.run_dir)
-    summary["last_checkpoint"] = str(newest[0]) if newest else None
-    if failure is not None:
-        summary["failure"] = {"rank": failure.rank, "error": failure.error, "at_step": failure.step,
-                              "restarts": failure.restarts, "time_s": failure.time_s}
+    _add_state_sections(summary, prepared, state, failure)
     report.write_run_dir(config.train.run_dir, history=state.history, summary=summary, first_plan=state.first_plan)
     print(report.format_table(summary), file=out)
     if failure is not None:
@@ -220,6 +209,24 @@ def run_training(
         print(message, file=sys.stderr)
         raise RunFailed(message, summary)
     return summary
+
+
+def _add_state_sections(summary: dict, prepared: Prepared, state, failure) -> None:
+    """summary.json's memory (measured vs the cost model), checkpoint and failure sections."""
+    from cluster import checkpoint
+
+    summary["memory"] = {
+        **summary.get("memory", {}),
+        "predicted_model_state_bytes_per_rank": prepared.cost.state_bytes_per_rank(prepared.spec.num_ranks),
+        "budget_bytes_per_rank": prepared.spec.device_memory_bytes,
+        "state_sharding": prepared.worker_config.state_sharding,
+    }
+    summary["checkpoint_warnings"] = state.warnings
+    newest = checkpoint.committed(prepared.config.train.run_dir)
+    summary["last_checkpoint"] = str(newest[0]) if newest else None
+    if failure is not None:
+        summary["failure"] = {"rank": failure.rank, "error": failure.error, "at_step": failure.step,
+                              "restarts": failure.restarts, "time_s": failure.time_s}
 
 
 def _progress_bar(config: TrainConfig):
