@@ -76,7 +76,7 @@ def test_cli_train_non_finite_flag_is_rejected_by_the_parser(capsys):
 
 
 def test_cli_train_resume_past_the_requested_steps(capsys, tmp_path):
-    checkpoint.save(tmp_path, step=30, rank_states=[{}, {}], driver={}, fingerprint={})
+    checkpoint.commit(checkpoint.staging_dir(tmp_path, 30), {"step": 30, "data_fingerprint": {}}, keep_last=2)
     err = one_line_error(capsys, ["train", "--run-dir", str(tmp_path), "--resume", "--steps", "20",
                                   "--metrics-port", "0", "--no-progress"])
     assert "is at step 30 >= --steps 20; pass --steps > 30 to continue" in err
