@@ -43,8 +43,9 @@ def summarize(history: list[dict], *, restarts: int, recoveries: list[dict], dri
         "peak_memory_bytes_max": max(max(h["peak_memory_bytes"]) for h in history),
         "mfu_median": statistics.median(h.get("mfu", 0.0) for h in history),
         "peak_flops_per_s": statistics.median(h.get("peak_flops_per_s", 0.0) for h in history),
-        "mfu_basis": "model FLOPs (6 P_matmul s + 6 L h s^2 per causal sequence) / (step wall s x the ranks' summed "
-                     "peak, measured with a 512^3 matmul in the compute dtype at start-up)",
+        "mfu_basis": "model FLOPs (6 P_matmul s + 6 L H hd s^2 per causal sequence, hsp.engine.flops: P_matmul "
+                     "counts the GQA Q/K/V, output, 3 SwiGLU and vocabulary projections) / (step wall s x the ranks' "
+                     "summed peak, measured with a 512^3 matmul in the compute dtype at start-up)",
         "memory": {
             "model_state_bytes_per_rank": max(h.get("model_state_bytes", 0) for h in history),
             "activation_peak_bytes_per_rank": max(h.get("activation_peak_bytes", 0) for h in history),

@@ -163,7 +163,7 @@ def run_training(
     out=sys.stdout,
 ) -> dict:
     """Run `config` and return the summary (also written to run_dir/summary.json)."""
-    from cluster import checkpoint, report
+    from cluster import report
     from cluster.launch import connect
     from cluster.scheduler import RestartsExhausted, Scheduler
 
@@ -220,8 +220,6 @@ def run_training(
 
 def _add_state_sections(summary: dict, prepared: Prepared, state, failure) -> None:
     """summary.json's memory (measured vs the cost model), checkpoint and failure sections."""
-    from cluster import checkpoint
-
     summary["memory"] = {
         **summary.get("memory", {}),
         "predicted_model_state_bytes_per_rank": prepared.cost.state_bytes_per_rank(prepared.spec.num_ranks),

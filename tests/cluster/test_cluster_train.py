@@ -212,3 +212,24 @@ def test_cluster_progress_line_shows_speed_and_memory_against_the_budget():
                         model_state_bytes=3 * 2**20, activation_peak_bytes=2**20, mfu=0.125)
     line = _progress_line(record, budget_bytes=8 * 2**20)
     assert "2,000 tok/s" in line and "MFU 12.5%" in line and "mem 4.0/8.0 MiB" in line
+
+
+def test_cluster_replicated_layout_with_warmup_through_the_config_tree(ray_session, tmp_path):
+    """engine.state_sharding=replicated reaches the ranks and the cost model (full states
+    per rank, predicted and held), optimizer.warmup_steps the learning rate, and the
+    replicated checkpoint reads back for `hsp export`."""
+    from cluster import checkpoint
+    from hsp.model import Decoder, ModelConfig
+
+    config = tiny_config(tmp_path, **{"train.steps": 2, "checkpoint.every_steps": 0, "engine.state_sharding": "replicated",
+                                      "optimizer.warmup_steps": 2})
+    summary = run_training(config, progress=False)
+    memory = summary["memory"]
+    params = Decoder(config.model).num_params()
+    assert memory["state_sharding"] == "replicated"
+    assert memory["predicted_model_state_bytes_per_rank"] == pytest.approx(16 * params, rel=0.05)  # no / N
+    assert abs(memory["model_state_bytes_per_rank"] - 16 * params) <= 0.1 * 16 * params
+    rows = [json.loads(line) for line in open(tmp_path / "history.jsonl")]
+    assert [r["lr"] for r in rows] == [config.optimizer.lr / 2, config.optimizer.lr]
+    model, state = checkpoint.read_model_state(tmp_path)
+    assert state.keys() == Decoder(ModelConfig.from_dict(model)).state_dict().keys()
