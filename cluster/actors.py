@@ -66,11 +66,11 @@ class RankActor:
     def evaluate(self) -> dict:
         return self.rank.program.evaluate()
 
-    def state_dict(self) -> dict:
-        return self.rank.state_dict()
+    def save_checkpoint(self, folder: str) -> str:
+        return self.rank.save_checkpoint(folder)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.rank.load_state_dict(state)
+    def load_checkpoint(self, folder: str, step: int, rng: str | None) -> None:
+        self.rank.load_checkpoint(folder, step, rng)
 
     def shutdown(self) -> None:
         self.rank.shutdown()

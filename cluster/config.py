@@ -243,6 +243,10 @@ TRAIN = Tree(
         "--init-from": "init_from",
         "--seed": "train.seed",
         "--strategy": "planner.strategy",
+        "--dtype": "engine.dtype",
+        "--state-sharding": "engine.state_sharding",
+        "--activation-checkpointing": "engine.activation_checkpointing",
+        "--keep-last": "checkpoint.keep_last",
     },
 )
 _RL_RANKS = "the RL ranks use gloo on CPU"
@@ -289,6 +293,8 @@ PROFILE = Tree(
         "--lengths": "profile.lengths",
         "--repeats": "profile.num_repeats",
         "--dtype": "profile.dtype",
+        "--state-sharding": "profile.state_sharding",
+        "--activation-checkpointing": "profile.activation_checkpointing",
         "--backend": "profile.backend",
         "--pin-cpus": "profile.pin_cpus",
         "--name": "profile.name",

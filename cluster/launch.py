@@ -178,11 +178,9 @@ class WorkerGroup:
         """call + gather."""
         return self.gather(self.call(method, *args), timeout_s)
 
-    def state_dicts(self, timeout_s: float) -> list[dict]:
-        return self.run("state_dict", timeout_s=timeout_s)
-
-    def load_state_dicts(self, states: list[dict], timeout_s: float) -> None:
-        self._get([a.load_state_dict.remote(s) for a, s in zip(self.actors, states)], timeout_s)
+    def run_each(self, method: str, args: list[tuple], timeout_s: float) -> list:
+        """RankActor.`method`(*args[r]) on every rank r, gathered."""
+        return self._get([getattr(a, method).remote(*a_args) for a, a_args in zip(self.actors, args)], timeout_s)
 
     def shutdown(self, graceful: bool = False) -> None:
         """Kill every actor (survivors of a failure may sit in a collective) and free

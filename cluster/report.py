@@ -41,6 +41,15 @@ def summarize(history: list[dict], *, restarts: int, recoveries: list[dict], dri
         "overhead_share": sum(h["overhead_s"] for h in history) / step_time if step_time > 0 else 0.0,
         "imbalance_median": statistics.median(h["imbalance"] for h in history),
         "peak_memory_bytes_max": max(max(h["peak_memory_bytes"]) for h in history),
+        "mfu_median": statistics.median(h.get("mfu", 0.0) for h in history),
+        "peak_flops_per_s": statistics.median(h.get("peak_flops_per_s", 0.0) for h in history),
+        "mfu_basis": "model FLOPs (6 P_matmul s + 6 L H hd s^2 per causal sequence, hsp.engine.flops: P_matmul "
+                     "counts the GQA Q/K/V, output, 3 SwiGLU and vocabulary projections) / (step wall s x the ranks' "
+                     "summed peak, measured with a 512^3 matmul in the compute dtype at start-up)",
+        "memory": {
+            "model_state_bytes_per_rank": max(h.get("model_state_bytes", 0) for h in history),
+            "activation_peak_bytes_per_rank": max(h.get("activation_peak_bytes", 0) for h in history),
+        },
         "worker_restarts": restarts,
         "recoveries": recoveries,
         **extra,
@@ -61,12 +70,22 @@ def format_table(summary: dict) -> str:
         ("solver ms (median)", f"{summary['solve_ms_median']:.1f} ({summary['planner_fallbacks']} fallbacks)"),
         ("time outside worker steps", f"{100 * summary['overhead_share']:.1f}% (planning wait, Ray, data)"),
         ("imbalance (median)", f"{summary['imbalance_median']:.2f}"),
-        ("peak memory per rank", f"{summary['peak_memory_bytes_max'] / 2**20:.0f} MiB"),
+        ("MFU (median)", f"{100 * summary['mfu_median']:.2f}% of a measured matmul peak of "
+                         f"{summary['peak_flops_per_s'] / 1e9:.1f} GFLOP/s (all ranks)"),
+        ("peak memory per rank", f"{summary['peak_memory_bytes_max'] / 2**20:.0f} MiB (process RSS)"),
+        ("model states per rank (measured / predicted)", _state_bytes(summary)),
         ("worker restarts", str(summary["worker_restarts"])),
         ("run dir", str(summary.get("run_dir", ""))),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def _state_bytes(summary: dict) -> str:
+    memory = summary.get("memory", {})
+    measured, predicted = memory.get("model_state_bytes_per_rank", 0), memory.get("predicted_model_state_bytes_per_rank")
+    text = f"{measured / 2**20:.2f} MiB"
+    return text + (f" / {predicted / 2**20:.2f} MiB" if predicted else "")
 
 
 def write_run_dir(run_dir: str | Path, *, history: list[dict], summary: dict, first_plan: dict | None) -> list[Path]:

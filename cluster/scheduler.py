@@ -4,25 +4,37 @@ Per step: the data cursor picks sample indices, the planner (already working on 
 step while the previous one ran) turns their lengths into a StepPlan, the plan and the
 indices go to every rank (each running hsp.engine.sft.SupervisedStep), and the rank
 reports come back. Predicted and measured times are compared every step; a failed rank
-rebuilds the group from the last checkpoint, up to `max_restarts` times.
+rebuilds the group from the last checkpoint, up to `max_restarts` times, after which the
+run stops with `RestartsExhausted` (the state of the finished steps stays readable).
+
+Checkpoints (cluster.checkpoint) are written by the ranks, each its own shard, into a
+staging folder the driver then commits with the run state as JSON. Loading tries the
+newest committed checkpoint first and falls back to older ones, reporting each one that
+fails (unreadable JSON, a missing or truncated shard, a shard the ranks cannot load) in
+the log and in the run state's `warnings`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from cluster import checkpoint
 from cluster.attribution import CAUSES
+from cluster.checkpoint import CheckpointConfig, CheckpointCorrupt
 from cluster.launch import GroupSpec, WorkerFailure, WorkerGroup
 from cluster.metrics import Metrics
 from cluster.placement import Placement
 from hsp.data import DataCursor, Dataset
+from hsp.engine.dcp import CheckpointLoadError
 from solver.cost import CostModel
 from solver.plan import validate
 from solver.planner import Planner
@@ -61,6 +73,18 @@ class StepRecord:
     """Slowest rank's seconds turning indices into tokens (part of overhead_s)."""
     in_actor_s: float = 0.0
     """Slowest rank's seconds inside its actor call; wall_s minus this is Ray transport."""
+    model_state_bytes: int = 0
+    """Largest model-state bytes (parameters, gradients, optimizer states) a rank holds."""
+    activation_peak_bytes: int = 0
+    """Largest peak of activation bytes saved for backward on a rank."""
+    flops: float = 0.0
+    """Model FLOPs of the step (hsp.engine.flops)."""
+    mfu: float = 0.0
+    """flops / (wall_s x peak_flops_per_s)."""
+    peak_flops_per_s: float = 0.0
+    """Sum over ranks of each rank's measured dense-matmul FLOP/s (hsp.engine.flops)."""
+    lr: float = 0.0
+    grad_norm: float = 0.0
 
 
 @dataclass
@@ -74,6 +98,8 @@ class RunState:
     recoveries: list[dict] = field(default_factory=list)
     first_plan: dict | None = None
     """The StepPlan of the first step of the run, for the Gantt chart."""
+    warnings: list[dict] = field(default_factory=list)
+    """Checkpoints that failed to load, each {path, moved_to, reason, time_s}."""
 
     def to_dict(self) -> dict:
         return {
@@ -82,7 +108,26 @@ class RunState:
             "restarts": self.restarts,
             "recoveries": self.recoveries,
             "first_plan": self.first_plan,
+            "warnings": self.warnings,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunState":
+        return cls(history=list(data["history"]), drift=float(data["drift"]), restarts=int(data["restarts"]),
+                   recoveries=list(data["recoveries"]), first_plan=data["first_plan"], warnings=list(data.get("warnings", [])))
+
+
+class RestartsExhausted(RuntimeError):
+    """The worker group failed again after `max_restarts` rebuilds: the run stops."""
+
+    def __init__(self, failure: WorkerFailure, step: int, restarts: int):
+        self.rank, self.cause, self.step, self.restarts = failure.rank, failure.cause, step, restarts
+        self.error = str(failure)
+        self.time_s = time.time()
+        super().__init__(
+            f"step {step} failed ({self.error}) after the worker group was rebuilt {restarts} time(s) "
+            "(train.max_restarts); fix the cause, then continue with --resume or raise train.max_restarts"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,12 +136,10 @@ class SchedulerConfig:
 
     num_steps: int
     """Train up to this step (a resumed run continues up to it)."""
-    checkpoint_every: int
-    """Checkpoint every this many steps (0 = only at the end)."""
     run_dir: str
     """Where the checkpoints go."""
-    resume: bool
-    """Continue from run_dir's latest checkpoint."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """How often checkpoints are written, how many are kept, whether the run resumes."""
     max_restarts: int
     """Worker-group rebuilds allowed after failures before the run gives up."""
     step_timeout_s: float
@@ -112,7 +155,7 @@ class SchedulerConfig:
     """Which samples make up each step."""
 
     def __post_init__(self) -> None:
-        for name in ("num_steps", "checkpoint_every", "max_restarts"):
+        for name in ("num_steps", "max_restarts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.step_timeout_s > 0 or not self.deadline_s > 0:
@@ -136,6 +179,9 @@ class Scheduler:
         self.state = RunState()
         self.saved_step: int | None = None
         """Step of the checkpoint this run wrote or resumed from (None: restart from scratch)."""
+        self.warnings: list[dict] = []
+        """Every checkpoint this process rejected (also kept in the run state)."""
+        self._replace_old = False
         self.callbacks: list[Callable[["Scheduler", StepRecord], None]] = []
         self.group: WorkerGroup | None = None
         self.placement: Placement | None = None
@@ -180,11 +226,11 @@ class Scheduler:
         """Run `step`, checkpoint if due, report; returns the next step."""
         record = self._one_step(step, planner)
         step += 1
-        every = self.config.checkpoint_every
+        every = self.config.checkpoint.every_steps
         if every and step % every == 0 and step < self.config.num_steps:
             self._save(step)
         if progress is not None:
-            progress.set_postfix_str(_progress_line(record), refresh=False)
+            progress.set_postfix_str(_progress_line(record, self.spec.device_memory_bytes), refresh=False)
             progress.update(1)
         for callback in self.callbacks:
             callback(self, record)
@@ -192,25 +238,23 @@ class Scheduler:
 
     def _start(self) -> int:
         self.group = self._build_group()
-        path = checkpoint.checkpoint_dir(self.config.run_dir) / checkpoint.LATEST
-        if not self.config.resume:
-            if path.exists():
+        self._replace_old = False
+        if not self.config.checkpoint.resume:
+            if checkpoint.committed(self.config.run_dir):
                 log.warning(
-                    "%s already holds a checkpoint; starting from step 0 and overwriting it. "
+                    "%s already holds checkpoints; starting from step 0, and this run's first checkpoint replaces them. "
                     "Use --resume to continue that run, or --run-dir DIR for a new one",
                     self.config.run_dir,
                 )
+                self._replace_old = True
             return 0
-        payload = checkpoint.load(self.config.run_dir)
-        if payload is None:
-            log.warning("--resume: %s does not exist, starting from step 0", path)
+        step = self._load_newest()
+        if step is None:
+            self.state.warnings = list(self.warnings)
+            log.warning("--resume: %s holds no usable checkpoint, starting from step 0",
+                        checkpoint.checkpoint_dir(self.config.run_dir))
             return 0
-        checkpoint.check_resumable(
-            payload, fingerprint=self.dataset.fingerprint(), num_workers=self.spec.num_ranks, path=path
-        )
-        self._restore(payload)
-        log.info("resumed from %s at step %d", path, payload["step"])
-        return int(payload["step"])
+        return step
 
     def _build_group(self) -> WorkerGroup:
         group = WorkerGroup(self.config.group)
@@ -248,6 +292,7 @@ class Scheduler:
         record = self._record(step, plan, reports, wall_s, plan_wait_s)
         record.materialise_s = max(r.materialise_s for r in reports)
         record.in_actor_s = max(r.in_actor_s for r in results)
+        _add_state_and_speed(record, reports)
         self.state.history.append(record.__dict__ | {"sp_groups": {str(k): v for k, v in record.sp_groups.items()}})
         self._update_metrics(record, plan)
         return record
@@ -310,27 +355,59 @@ class Scheduler:
     # ---- checkpoints and recovery -------------------------------------------------------------
 
     def _save(self, step: int) -> None:
-        states = self.group.state_dicts(timeout_s=self.config.step_timeout_s)
-        checkpoint.save(
-            self.config.run_dir,
-            step=step,
-            rank_states=states,
-            driver=self.state.to_dict(),
-            fingerprint=self.dataset.fingerprint(),
-        )
+        """Every rank writes its shard into a staging folder; the driver commits it."""
+        run_dir = self.config.run_dir
+        if self._replace_old:  # a fresh run in a folder with another run's checkpoints
+            for old in checkpoint.committed(run_dir):
+                shutil.rmtree(old, ignore_errors=True)
+            self._replace_old = False
+        staging = checkpoint.staging_dir(run_dir, step)
+        rngs = self.group.run("save_checkpoint", str(staging), timeout_s=self.config.step_timeout_s)
+        run_state = {
+            "step": step,
+            "num_ranks": self.spec.num_ranks,
+            "data_fingerprint": self.dataset.fingerprint(),
+            "cursor": {**dataclasses.asdict(self.cursor), "next_step": step},
+            "rank_rng": rngs,
+            "run": self.state.to_dict(),
+            "time_s": time.time(),
+        }
+        checkpoint.commit(staging, run_state, keep_last=self.config.checkpoint.keep_last)
         self.saved_step = step
 
-    def _restore(self, payload: dict) -> None:
-        self.group.load_state_dicts(payload["rank_states"], timeout_s=self.config.step_timeout_s)
-        driver = payload["driver"]
-        self.state = RunState(
-            history=list(driver["history"]),
-            drift=float(driver["drift"]),
-            restarts=int(driver["restarts"]),
-            recoveries=list(driver["recoveries"]),
-            first_plan=driver["first_plan"],
-        )
-        self.saved_step = int(payload["step"])
+    def _load_newest(self) -> int | None:
+        """Restore the newest checkpoint that loads; each one that does not is reported,
+        moved aside and the previous one tried. Returns its step (None: none loaded)."""
+        for path in checkpoint.committed(self.config.run_dir):
+            try:
+                run_state = checkpoint.read(path)
+                checkpoint.check_resumable(run_state, fingerprint=self.dataset.fingerprint(), path=path)
+                self._restore(path, run_state)
+            except (CheckpointCorrupt, CheckpointLoadError) as err:
+                self.warnings.append(self._reject(path, str(err)))
+                continue
+            self.state.warnings += [w for w in self.warnings if w not in self.state.warnings]
+            log.info("resumed from %s at step %d", path, self.saved_step)
+            return self.saved_step
+        return None
+
+    def _reject(self, path: Path, reason: str) -> dict:
+        moved = checkpoint.quarantine(path)
+        log.warning("checkpoint %s failed to load: %s; moved it to %s and trying the previous checkpoint",
+                    path, reason, moved)
+        return {"path": str(path), "moved_to": str(moved), "reason": reason, "time_s": time.time()}
+
+    def _restore(self, path: Path, run_state: dict) -> None:
+        """Every rank loads `path` (resharded onto this world) and its own RNG state."""
+        rngs = run_state["rank_rng"]
+        step = int(run_state["step"])
+        args = [(str(path), step, rngs[r] if r < len(rngs) else None) for r in range(self.spec.num_ranks)]
+        if len(rngs) != self.spec.num_ranks:
+            log.warning("%s was written by %d ranks and loads onto %d (resharded); ranks without a saved RNG state "
+                        "keep their seeded one", path, len(rngs), self.spec.num_ranks)
+        self.group.run_each("load_checkpoint", args, timeout_s=self.config.step_timeout_s)
+        self.state = RunState.from_dict(run_state["run"])
+        self.saved_step = step
 
     def _recover(self, failure: WorkerFailure, step: int) -> int:
         """Rebuild the group and return the step to continue from."""
@@ -341,22 +418,17 @@ class Scheduler:
             self.group.shutdown()
             self.group = None
         if restarts > limit:
-            raise RuntimeError(
-                f"step {step + 1} failed ({failure}) and the worker group was already rebuilt {limit} time(s) "
-                "(train.max_restarts); fix the cause or raise train.max_restarts"
-            ) from failure
+            raise RestartsExhausted(failure, step + 1, limit) from None
         event = {"at_step": step + 1, "rank": failure.rank, "cause": failure.cause, "error": str(failure), "time_s": time.time()}
         recoveries = self.state.recoveries + [event]
         self.metrics["hsp_worker_restarts_total"].inc()
         self.group = self._build_group()
-        if self.saved_step is None:
-            # no checkpoint yet in this run: a fresh group is exactly the initial state
-            self.state = RunState(restarts=restarts, recoveries=recoveries)
-            resume_at = 0
-        else:
-            self._restore(checkpoint.load(self.config.run_dir))
-            self.state.restarts, self.state.recoveries = restarts, recoveries
-            resume_at = self.saved_step
+        resume_at = self._load_newest() if self.saved_step is not None else None
+        if resume_at is None:
+            # no (usable) checkpoint in this run: a fresh group is exactly the initial state
+            self.state = RunState(restarts=restarts, recoveries=recoveries, warnings=list(self.warnings))
+            self.saved_step, resume_at = None, 0
+        self.state.restarts, self.state.recoveries = restarts, recoveries
         event["resumed_at_step"] = resume_at
         log.warning(
             "worker failure at step %d: %s; rebuilt the worker group (restart %d/%d), continuing from step %d",
@@ -396,9 +468,21 @@ def imbalance(plan, reports) -> float:
     return slowest / mean if mean > 0 else 1.0
 
 
-def _progress_line(r: StepRecord) -> str:
+def _add_state_and_speed(record: StepRecord, reports) -> None:
+    """Memory (largest rank), the step's model FLOPs and MFU against the ranks' measured peaks."""
+    record.model_state_bytes = max(int(r.model_state_bytes) for r in reports)
+    record.activation_peak_bytes = max(int(r.activation_peak_bytes) for r in reports)
+    record.flops = float(reports[0].flops)
+    record.peak_flops_per_s = peak = float(sum(r.peak_flops_per_s for r in reports))
+    record.mfu = record.flops / (record.wall_s * peak) if record.wall_s > 0 and peak > 0 else 0.0
+    record.lr, record.grad_norm = float(reports[0].lr), float(reports[0].grad_norm)
+
+
+def _progress_line(r: StepRecord, budget_bytes: int) -> str:
     tokens_per_s = r.num_tokens / r.wall_s if r.wall_s > 0 else math.nan
+    memory = (r.model_state_bytes + r.activation_peak_bytes) / 2**20
     return (
-        f"loss {r.loss:.3f} | {tokens_per_s:,.0f} tok/s | {r.plan} | solve {r.solve_s * 1e3:.1f} ms | "
+        f"loss {r.loss:.3f} | {tokens_per_s:,.0f} tok/s | MFU {100 * r.mfu:.1f}% | "
+        f"mem {memory:.1f}/{budget_bytes / 2**20:.1f} MiB | {r.plan} | solve {r.solve_s * 1e3:.1f} ms | "
         f"step pred {r.calibrated_predicted_s * 1e3:.0f} / meas {r.measured_s * 1e3:.0f} ms"
     )

@@ -17,6 +17,20 @@ from cluster.metrics import Metrics
 
 log = logging.getLogger("hsp.train")
 
+EXIT_RUN_FAILED = 3
+"""Exit status of `hsp train` when the workers kept failing (restarts exhausted)."""
+
+
+class RunFailed(SystemExit):
+    """The run stopped after exhausting its restarts; its run directory holds the history
+    and summary (with a `failure` section) of the finished steps and the last good
+    checkpoint. A SystemExit with status EXIT_RUN_FAILED: the one-line message is printed
+    before it is raised, so `hsp train` ends without a traceback."""
+
+    def __init__(self, message: str, summary: dict):
+        super().__init__(EXIT_RUN_FAILED)
+        self.message, self.summary = message, summary
+
 
 @dataclass
 class Prepared:
@@ -42,7 +56,7 @@ def prepare(config: TrainConfig) -> Prepared:
     from hsp.engine.config import WorkerConfig
 
     check_resume(config, checkpoint.saved_step(config.train.run_dir))
-    cost = config.planner.load_cost()
+    cost = _cost_for_engine(config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tokenizer = sources.run_tokenizer(config)
@@ -59,12 +73,17 @@ def prepare(config: TrainConfig) -> Prepared:
         cost_model=cost,
         lr=opt.lr,
         weight_decay=opt.weight_decay,
+        warmup_steps=opt.warmup_steps,
+        decay_steps=opt.decay_steps,
+        min_lr=opt.min_lr,
         max_grad_norm=opt.clip_norm,
         seed=config.train.seed,
         backend=config.cluster.backend,
         act_budget_bytes=int(capacity * cost.act_bytes_per_token),
         collective_timeout_s=engine.collective_timeout_s,
         dtype=engine.dtype,
+        state_sharding=engine.state_sharding,
+        activation_checkpointing=engine.activation_checkpointing,
         num_threads=max(1, int(config.cluster.cpus_per_worker)),
         pin_cpus=engine.pin_cpus,
         pad_token_id=tokenizer.pad_id,
@@ -80,8 +99,39 @@ def prepare(config: TrainConfig) -> Prepared:
         worker_config=worker_config,
         tokenizer=tokenizer,
         exported_model=exported,
-        warnings=[str(w.message) for w in caught],
+        warnings=[str(w.message) for w in caught] + _param_mismatch(cost, model),
     )
+
+
+def _cost_for_engine(config: TrainConfig):
+    """planner.cost_model with the ranks' state layout: the layout is arithmetic (bytes per
+    rank), but activation bytes per token were measured, with or without checkpointing."""
+    cost, engine = config.planner.load_cost(), config.engine
+    if cost.activation_checkpointing != engine.activation_checkpointing:
+        raise ValueError(
+            f"planner.cost_model {cost.name!r} measured activation bytes per token with activation_checkpointing="
+            f"{cost.activation_checkpointing} but engine.activation_checkpointing={engine.activation_checkpointing}; "
+            "profile the model the way it trains (hsp profile --activation-checkpointing --out FILE, then "
+            "--planner.cost_model FILE) or leave engine.activation_checkpointing at the cost model's value"
+        )
+    return dataclasses.replace(cost, state_sharding=engine.state_sharding)
+
+
+def _param_mismatch(cost, model) -> list[str]:
+    """Plans budget model-state memory from cost.num_params: say when it is not this model's."""
+    import torch
+
+    from hsp.model.decoder import Decoder
+
+    with torch.device("meta"):  # shapes only: no weights are made
+        actual = Decoder(model).num_params()
+    if abs(cost.num_params - actual) <= 0.05 * actual:
+        return []
+    return [
+        f"cost model {cost.name!r} has num_params={cost.num_params:.0f} but the model has {actual} parameters, "
+        f"so plans assume {cost.num_params / actual:.2f}x the model-state memory the ranks hold; profile this "
+        "model (`hsp profile`) or set num_params in the cost model's JSON"
+    ]
 
 
 def scheduler_config(p: Prepared):
@@ -101,7 +151,7 @@ def scheduler_config(p: Prepared):
         for_placement=with_ranks_per_node,
     )
     return SchedulerConfig(
-        num_steps=t.steps, checkpoint_every=ck.every_steps, run_dir=t.run_dir, resume=ck.resume,
+        checkpoint=ck, num_steps=t.steps, run_dir=t.run_dir,
         max_restarts=t.max_restarts, step_timeout_s=t.step_timeout_s, group=group,
         strategy=p.config.planner.strategy, deadline_s=p.config.planner.deadline_s, cursor=p.cursor,
     )
@@ -118,16 +168,18 @@ def run_training(
     from cluster import report
     from cluster.capacity import RankNeeds
     from cluster.launch import connect
-    from cluster.scheduler import Scheduler
+    from cluster.scheduler import RestartsExhausted, Scheduler
 
     prepared = prepare(config)
     for message in prepared.warnings:
         log.warning("%s", message)
+    if config.checkpoint.resume:  # a checkpoint of other data is refused before Ray starts
+        checkpoint.check_before_start(config.train.run_dir, fingerprint=prepared.dataset.fingerprint())
     metrics = Metrics()
     server = metrics.serve_config(config.metrics)
     if server is not None:
         print(f"hsp train: metrics on http://{config.metrics.host}:{config.metrics.port}/metrics", file=sys.stderr)
-    session = None
+    session, failure = None, None
     try:
         c = config.cluster
         need = RankNeeds.of(c.cpus_per_worker, c.gpus_per_worker, prepared.spec.device_memory_bytes)
@@ -139,7 +191,10 @@ def run_training(
         scheduler.callbacks.extend(callbacks)
         where = f"cluster at {config.cluster.address}" if config.cluster.address else "embedded local cluster on 127.0.0.1"
         print(f"hsp train: Ray {where}; starting {config.cluster.num_workers} workers", file=sys.stderr)
-        state = scheduler.run(progress_factory=_progress_bar(config) if progress else None)
+        try:
+            state = scheduler.run(progress_factory=_progress_bar(config) if progress else None)
+        except RestartsExhausted as err:
+            state, failure = scheduler.state, err
     finally:
         if session is not None:
             session.close()
@@ -158,9 +213,32 @@ def run_training(
     summary = report.summarize(
         state.history, restarts=state.restarts, recoveries=state.recoveries, drift=state.drift, extra=extra
     )
+    _add_state_sections(summary, prepared, state, failure)
     report.write_run_dir(config.train.run_dir, history=state.history, summary=summary, first_plan=state.first_plan)
     print(report.format_table(summary), file=out)
+    if failure is not None:
+        message = (f"hsp train: error: {failure}. The {len(state.history)} finished steps are in "
+                   f"{Path(config.train.run_dir) / 'history.jsonl'} and summary.json; last good checkpoint: "
+                   f"{summary['last_checkpoint'] or 'none'}")
+        print(message, file=sys.stderr)
+        raise RunFailed(message, summary)
     return summary
+
+
+def _add_state_sections(summary: dict, prepared: Prepared, state, failure) -> None:
+    """summary.json's memory (measured vs the cost model), checkpoint and failure sections."""
+    summary["memory"] = {
+        **summary.get("memory", {}),
+        "predicted_model_state_bytes_per_rank": prepared.cost.state_bytes_per_rank(prepared.spec.num_ranks),
+        "budget_bytes_per_rank": prepared.spec.device_memory_bytes,
+        "state_sharding": prepared.worker_config.state_sharding,
+    }
+    summary["checkpoint_warnings"] = state.warnings
+    newest = checkpoint.committed(prepared.config.train.run_dir)
+    summary["last_checkpoint"] = str(newest[0]) if newest else None
+    if failure is not None:
+        summary["failure"] = {"rank": failure.rank, "cause": failure.cause, "error": failure.error, "at_step": failure.step,
+                              "restarts": failure.restarts, "time_s": failure.time_s}
 
 
 def _progress_bar(config: TrainConfig):

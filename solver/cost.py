@@ -3,7 +3,9 @@
 time(s, d)  = (a1 * s^2 + a2 * s) / d + comm(s, d)        (seconds, forward + backward)
 comm(s, d)  = 0 if d == 1 else 8 * num_layers * hidden * (1 + kv(d) / H) * s / d / bw[d]
 group(S, d) = b1 + sum_{s in S} time(s, d)                 (0 for an idle group)
-memory/rank = state_bytes_per_param * num_params / N + act_bytes_per_token * tokens / d
+memory/rank = state_bytes_per_param * num_params / S + act_bytes_per_token * tokens / d
+             (S = N when model states are sharded over all ranks (state_sharding 'zero3',
+             FSDP2), S = 1 when every rank holds a replica ('replicated'))
 
 The all-to-all volume: per layer, forward and backward each move Q and the attention
 output (H heads) and K and V (kv(d) heads each) through one all-to-all of s/d tokens x
@@ -36,6 +38,7 @@ PARAMS_UNIT = float(1 << 30)
 """FlexSP's parameter counts are in units of 2^30 (its memory model divides by 2^30)."""
 MIB_PER_MS = float(1 << 20) * 1e3
 """Bytes/s of one MiB/ms, FlexSP's bandwidth unit."""
+STATE_SHARDINGS = ("zero3", "replicated")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +62,14 @@ class CostModel:
     a2a_bytes_per_s: dict[int, float] = field(default_factory=dict)
     """Measured all-to-all bandwidth per rank by degree (degree > 1)."""
     state_bytes_per_param: float = 16.0
-    """Weights + grads + Adam states in mixed precision, sharded over all ranks (ZeRO-3)."""
+    """Weights + grads + Adam states per parameter (16: bf16 compute with fp32 master
+    weights, fp32 gradient shards and fp32 Adam moments; also float32 training)."""
+    state_sharding: str = "zero3"
+    """How the executor lays model states out: 'zero3' shards them over all N ranks
+    (FSDP2, hsp's default), 'replicated' keeps a full copy on every rank."""
+    activation_checkpointing: bool = False
+    """Whether act_bytes_per_token was measured with per-block activation checkpointing
+    (blocks recomputed in backward); the executor must run the same way."""
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -72,6 +82,10 @@ class CostModel:
         if kv is not None and (kv <= 0 or self.num_heads % kv):
             raise ValueError(
                 f"CostModel.num_kv_heads={kv} must be a positive divisor of num_heads={self.num_heads}"
+            )
+        if self.state_sharding not in STATE_SHARDINGS:
+            raise ValueError(
+                f"CostModel.state_sharding={self.state_sharding!r} is unknown; use one of {', '.join(STATE_SHARDINGS)}"
             )
         for d, bw in self.a2a_bytes_per_s.items():
             if not is_power_of_two(d) or d < 2 or bw <= 0:
@@ -139,7 +153,9 @@ class CostModel:
     # ---- memory -------------------------------------------------------------------
 
     def state_bytes_per_rank(self, num_ranks: int) -> float:
-        return self.state_bytes_per_param * self.num_params / num_ranks
+        """Model-state bytes one rank holds: a 1/N shard (zero3) or a full replica."""
+        shards = num_ranks if self.state_sharding == "zero3" else 1
+        return self.state_bytes_per_param * self.num_params / shards
 
     def token_capacity(self, spec: ClusterSpec) -> int:
         """C: tokens one rank can hold activations for in one micro-batch."""
@@ -148,7 +164,8 @@ class CostModel:
         if capacity < 1:
             raise ValueError(
                 f"model states need {self.state_bytes_per_rank(spec.num_ranks) / 2**30:.2f} GiB per rank "
-                f"({self.state_bytes_per_param:g} B/param x {self.num_params:.3g} params / {spec.num_ranks} ranks) "
+                f"({self.state_bytes_per_param:g} B/param x {self.num_params:.3g} params, {self.state_sharding}, "
+                f"{spec.num_ranks} ranks) "
                 f"but each rank has {spec.device_memory_bytes / 2**30:.2f} GiB: add ranks or memory"
             )
         return capacity

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+from torch import nn
 
 
 def reset_peak(device: torch.device) -> None:
@@ -54,6 +55,10 @@ class _Handle:
             self.meter._release(self.key)
 
 
+def _is_parameter(tensor: torch.Tensor) -> bool:
+    return isinstance(tensor, nn.Parameter) or isinstance(tensor._base, nn.Parameter)
+
+
 class SavedBytesMeter:
     """Context manager: live and peak saved-for-backward bytes of non-parameter storages."""
 
@@ -68,7 +73,7 @@ class SavedBytesMeter:
     def _pack(self, tensor: torch.Tensor) -> _Handle:
         storage = tensor.untyped_storage()
         key = storage.data_ptr()
-        if key in self._skip or storage.nbytes() == 0:
+        if key in self._skip or storage.nbytes() == 0 or _is_parameter(tensor):
             return _Handle(tensor, self, None)
         if key not in self._refs:
             self._refs[key] = 0

@@ -11,7 +11,8 @@ and the all-to-all bandwidth per degree by non-negative least squares.
 
 Raw all-to-all bandwidth per degree (all groups of that degree exchanging at once) is
 measured too and used where the fit finds no communication term; activation bytes per
-token are counted with saved-tensor hooks during one forward.
+token are the peak saved-tensor bytes over one forward and backward (with the blocks
+recomputed when activation checkpointing is on, as in training).
 """
 
 from __future__ import annotations
@@ -20,20 +21,22 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from hsp.engine.config import DTYPES, WorkerConfig
-from hsp.engine.memory import measure_saved_bytes
+from hsp.engine.memory import SavedBytesMeter
 from hsp.engine.rank import Rank, build_model
 from hsp.engine.sft import SupervisedSpec, SupervisedStep
 from hsp.engine.spawn import spawn_ranks
+from hsp.engine.state import checkpoint_blocks
 from hsp.model.config import ModelConfig
 from hsp.model.varlen import pack_positions
 from hsp.parallel.comm import all_to_all_blocks
-from solver.cost import CostModel, FitReport, fit_cost_model
+from solver.cost import STATE_SHARDINGS, CostModel, FitReport, fit_cost_model
 from solver.plan import make_plan
 from solver.spec import ClusterSpec
 
@@ -67,6 +70,10 @@ class ProfileConfig:
     """Stream length (tokens) of the raw all-to-all bandwidth measurement."""
     dtype: str = "float32"
     """Parameter and activation dtype, as in training."""
+    state_sharding: Literal["zero3", "replicated"] = "zero3"
+    """Model-state layout of the ranks, as in training (hsp.engine.state); written into the CostModel."""
+    activation_checkpointing: bool = False
+    """Recompute blocks in backward, as in training; the measured activation bytes per token reflect it."""
     backend: str = "auto"
     """'auto', 'gloo' or 'nccl' (see WorkerConfig)."""
     num_threads: int = 1
@@ -99,6 +106,8 @@ class ProfileConfig:
             )
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.state_sharding not in STATE_SHARDINGS:
+            raise ValueError(f"state_sharding must be one of {', '.join(STATE_SHARDINGS)}, got {self.state_sharding!r}")
         if self.num_repeats < 1:
             raise ValueError(f"num_repeats must be >= 1, got {self.num_repeats}")
         if min(self.packed_lengths, default=2) < 2 or self.packed_tokens_per_rank < 1:
@@ -129,18 +138,23 @@ class ProfileResult:
     """Wall time of the whole profile."""
 
 
-def activation_bytes_per_token(model_cfg: ModelConfig, dtype: torch.dtype, length: int) -> float:
-    """Bytes autograd keeps for backward per token of one forward and loss (each
-    storage once: views of one tensor share it; weights are states, not activations)."""
+def activation_bytes_per_token(model_cfg: ModelConfig, dtype: torch.dtype, length: int,
+                               activation_checkpointing: bool = False) -> float:
+    """Peak bytes autograd keeps for backward per token over one forward, loss and
+    backward (each storage once: views of one tensor share it; weights are states, not
+    activations). Without checkpointing the peak is at the end of the forward; with it,
+    in backward, when one block's recomputed activations sit on top of the saved block
+    inputs (the reentrant recompute runs under the meter, see hsp.engine.state)."""
     model = build_model(model_cfg).to(dtype)
+    if activation_checkpointing:
+        checkpoint_blocks(model)
     tokens = torch.randint(0, model_cfg.vocab_size, (length,))
     positions, cu = pack_positions([length])
-
-    def loss() -> torch.Tensor:
+    meter = SavedBytesMeter(model.parameters())
+    with meter:
         logits = model(tokens, positions, cu)
-        return torch.nn.functional.cross_entropy(logits, tokens, reduction="sum")
-
-    return measure_saved_bytes(loss, model.parameters()) / length
+        torch.nn.functional.cross_entropy(logits, tokens, reduction="sum").backward()
+    return meter.peak_bytes / length
 
 
 def _template(cfg: ProfileConfig, act_bytes: float, bandwidth: dict[int, float]) -> CostModel:
@@ -156,6 +170,8 @@ def _template(cfg: ProfileConfig, act_bytes: float, bandwidth: dict[int, float])
         hidden_size=cfg.model.hidden_size,
         num_heads=cfg.model.num_heads,
         a2a_bytes_per_s=bandwidth,
+        state_sharding=cfg.state_sharding,
+        activation_checkpointing=cfg.activation_checkpointing,
     )
 
 
@@ -234,11 +250,12 @@ def profile_rank(rank: int, world_size: int, rendezvous: str, cfg: ProfileConfig
     """One rank of the profile (run by `hsp.engine.spawn.spawn_ranks`); rank 0 returns the result."""
     start = time.perf_counter()
     torch.manual_seed(0)  # every rank must build the same batch
-    act_bytes = activation_bytes_per_token(cfg.model, DTYPES[cfg.dtype], max(cfg.lengths))
+    act_bytes = activation_bytes_per_token(cfg.model, DTYPES[cfg.dtype], max(cfg.lengths), cfg.activation_checkpointing)
     spec = cfg.spec
     placeholder = _template(cfg, act_bytes, {d: 1e9 for d in cfg.degrees[1:]})
     worker = WorkerConfig(model=cfg.model, spec=spec, cost_model=placeholder, dtype=cfg.dtype, backend=cfg.backend,
-                          num_threads=cfg.num_threads, pin_cpus=cfg.pin_cpus, collective_timeout_s=300.0, max_grad_norm=None)
+                          num_threads=cfg.num_threads, pin_cpus=cfg.pin_cpus, collective_timeout_s=300.0, max_grad_norm=None,
+                          state_sharding=cfg.state_sharding, activation_checkpointing=cfg.activation_checkpointing)
     host = Rank()
     host.setup(rank, world_size, rendezvous, SupervisedSpec(worker=worker))
     _progress(rank, f"{world_size} ranks, degrees {cfg.degrees}, {host.model.num_params():,} parameters, "

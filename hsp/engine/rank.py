@@ -6,7 +6,8 @@ profile` is a `Rank`. A spec says how the rank joins and which step program it r
     rank = Rank()
     rank.setup(r, world_size, "tcp://host:port", spec)  # join, then rank.program = spec.start(rank)
     rank.program.step(...)                              # hsp.engine.sft.SupervisedStep or hsp.rl.step.RLProgram
-    rank.state_dict() / rank.load_state_dict(state)
+    rng = rank.save_checkpoint(folder)                  # collective: this rank's shard into folder
+    rank.load_checkpoint(folder, step, rng)             # collective: reshards onto this world
     rank.shutdown()
 
 The programs build their model through `Rank.build` and run every collective through
@@ -15,22 +16,25 @@ stuck peer reads the same everywhere: a `CollectiveError` naming where it happen
 No Ray here: cluster/actors.py hosts a Rank in an actor, tests drive it through
 `hsp.testing.run_ranks`.
 
-Designed for what comes next:
+`Rank.build` is the one place where a model becomes a rank's model and gets its
+optimizer, in the layout hsp.engine.state describes: FSDP2 `fully_shard` over all ranks
+(zero3, the SFT default) or a replica per rank (RL). FSDP2's all-gathers and
+reduce-scatters are collectives over all ranks, so every rank runs the same number of
+forward/backward passes per micro-batch: the SFT step derives them in one place
+(`hsp.engine.sft.plan_work`), from the plan alone, identically everywhere.
 
-- FSDP2 (`fully_shard` over all ranks) goes into `Rank.build`, the one place where a
-  model becomes a rank's model and gets its optimizer. Its all-gathers and
-  reduce-scatters are collectives over all ranks, so every rank must run the same number
-  of forward/backward passes per micro-batch: the SFT step derives each rank's passes in
-  one place (`hsp.engine.sft.plan_work`), from the plan alone, identically everywhere.
-- DCP checkpoints are written by each rank: `state_dict`/`load_state_dict` live on the
-  rank, not on the driver.
-- Hung-rank attribution: every collective section of every program is entered through
-  `Rank.collectives(where)`, which counts it in `Rank.progress` (hsp/engine/progress.py);
-  the driver reads the counter while the rank blocks (cluster/attribution.py).
+Checkpoints are written by the ranks themselves (hsp.engine.dcp): each rank its own
+shard file, nothing gathered on the driver, which keeps only the step and the ranks'
+RNG states (returned by `save_checkpoint`) as JSON beside the shards.
+
+Hung-rank attribution: every collective section of every program is entered through
+`Rank.collectives(where)`, which counts it in `Rank.progress` (hsp/engine/progress.py);
+the driver reads the counter while the rank blocks (cluster/attribution.py).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 from contextlib import contextmanager
@@ -42,7 +46,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hsp.engine.dcp import load_states, save_states
 from hsp.engine.progress import Progress
+from hsp.engine.state import param_groups, place_model, state_bytes
 from hsp.model.config import ModelConfig
 from hsp.model.decoder import Decoder
 from hsp.model.hf import load_decoder
@@ -137,6 +143,8 @@ class Rank:
         self.catalogue: GroupCatalogue | None = None
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.sharding = "replicated"
+        """'zero3' or 'replicated' (hsp.engine.state), set by build."""
         self.program: Program | None = None
         self.step = 0
         """Optimizer steps this rank has finished (its program counts them)."""
@@ -170,28 +178,40 @@ class Rank:
         self.catalogue = GroupCatalogue.create(world_size, options.degrees, options.collective_timeout_s)
         torch.manual_seed(options.seed)
 
-    def build(self, make_model: Callable[[], nn.Module], *, dtype: torch.dtype, lr: float, weight_decay: float) -> None:
-        """The one place a rank's model and optimizer come to be (FSDP2 wraps the model here)."""
-        self.model = make_model().to(device=self.device, dtype=dtype)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+    def build(self, make_model: Callable[[], nn.Module], *, dtype: torch.dtype, lr: float, weight_decay: float,
+              sharding: str, activation_checkpointing: bool = False) -> None:
+        """The one place a rank's model and optimizer come to be: `sharding` 'zero3'
+        (FSDP2 over all ranks) or 'replicated' (hsp.engine.state), AdamW without decay on
+        norms, biases and embeddings."""
+        self.sharding = sharding
+        self.model = place_model(make_model(), device=self.device, dtype=dtype, sharding=sharding,
+                                 world_size=self.world_size, activation_checkpointing=activation_checkpointing)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, weight_decay), lr=lr)
 
     def shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
 
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
-            "step": self.step,
-        }
+    def save_checkpoint(self, folder: str) -> str:
+        """Write this rank's shard of model and optimizer into `folder` (all ranks call it
+        together); returns this rank's RNG state (base64) for the driver's JSON."""
+        with self.collectives(f"saving the checkpoint into {folder}"):
+            save_states(self.model, self.optimizer, folder)
+        return base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        self.step = int(state["step"])
+    def load_checkpoint(self, folder: str, step: int, rng: str | None) -> None:
+        """Load `folder` (written by any number of ranks) into this rank's layout; `rng` is
+        this rank's saved RNG state, None when the checkpoint had no rank with this index
+        (it was written by fewer ranks), which keeps the rank's seeded RNG."""
+        with self.collectives(f"loading the checkpoint {folder}"):
+            load_states(self.model, self.optimizer, folder)
+        if rng is not None:
+            torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(rng)), dtype=torch.uint8))
+        self.step = int(step)
+
+    def model_state_bytes(self) -> int:
+        """Bytes of parameters, gradients and optimizer states this rank holds."""
+        return state_bytes(self.model, self.optimizer)
 
     # ---- collectives ----------------------------------------------------------------
 

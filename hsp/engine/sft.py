@@ -3,13 +3,21 @@
 Per micro-batch the rank finds its group, packs the group's sequences, keeps its
 contiguous 1/d shard and runs forward + backward with Ulysses attention, accumulating
 gradients. Each rank's loss is a token *sum* divided by the global number of
-predicted tokens, so after the final sum all-reduce over all ranks the gradient equals
-the single-process full-batch gradient of the mean next-token loss.
+predicted tokens, so the gradient summed over all ranks equals the single-process
+full-batch gradient of the mean next-token loss. The sum happens where the state
+layout (hsp.engine.state) puts it: zero3 reduce-scatters (SUM) at the end of every
+backward pass into gradient shards, replicated all-reduces the full gradients once after
+the last micro-batch. Then the gradient norm over all shards is clipped and AdamW steps
+with the scheduled learning rate.
 
 What every rank does in a step is derived in one place, `plan_work`, from the plan
 alone: every rank validates the same plan and computes every group's accumulation
 chunks, so all ranks fail alike before any collective and agree on the passes of each
-micro-batch (which FSDP2's all-rank collectives will require).
+micro-batch. Under zero3 each pass is a round of all-rank collectives (all-gathers in
+forward and backward, reduce-scatters in backward), so every rank runs the
+micro-batch's largest chunk count: a rank whose group has fewer chunks (or no sequences
+at all) adds empty passes, one pad token whose loss is multiplied by 0, which adds
+exactly zero to every gradient. Replicated ranks skip them.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ import torch.nn.functional as F
 from hsp.accumulate import accumulate_backward, split_into_chunks
 from hsp.data import DataSpec, Dataset, open_dataset
 from hsp.engine.config import MicroBatchReport, StepReport, WorkerConfig
-from hsp.engine.memory import peak_bytes, reset_peak
+from hsp.engine.flops import peak_flops_per_s, step_flops
+from hsp.engine.memory import SavedBytesMeter, peak_bytes, reset_peak
 from hsp.engine.pack import IGNORE, pack_shard
 from hsp.engine.rank import JoinOptions, Rank, build_model
+from hsp.engine.state import LRSchedule, full_tensor
 from hsp.parallel.comm import CommTimer
 from hsp.parallel.ulysses import UlyssesAttention
 from solver.plan import StepPlan, validate
@@ -55,7 +65,9 @@ class SupervisedSpec:
 
     def start(self, rank: Rank) -> "SupervisedStep":
         c = self.worker
-        rank.build(lambda: build_model(c.model, c.init_from), dtype=c.torch_dtype, lr=c.lr, weight_decay=c.weight_decay)
+        rank.build(lambda: build_model(c.model, c.init_from), dtype=c.torch_dtype, lr=c.lr,
+                   weight_decay=c.weight_decay, sharding=c.state_sharding,
+                   activation_checkpointing=c.activation_checkpointing)
         return SupervisedStep(rank, c, open_dataset(self.data) if self.data is not None else None)
 
 
@@ -69,7 +81,10 @@ class GroupWork:
     shares: list[int]
     """Activation bytes per sequence on one rank of the group."""
     num_chunks: int
-    """Forward/backward passes (accumulation chunks) of this rank's group."""
+    """Accumulation chunks of this rank's group (0 for a group without sequences)."""
+    num_passes: int
+    """Forward/backward passes this rank runs: the largest chunk count of the
+    micro-batch's groups under zero3 (the extra ones empty), num_chunks when replicated."""
 
 
 def plan_work(plan: StepPlan, batch: Sequence[torch.Tensor], rank: int, config: WorkerConfig) -> list[GroupWork]:
@@ -87,14 +102,17 @@ def plan_work(plan: StepPlan, batch: Sequence[torch.Tensor], rank: int, config: 
             raise ValueError(f"sequence {i} has token ids outside 0..{vocab - 1}")
     work = []
     for mb in plan.micro_batches:
-        mine = None
+        mine, most = None, 0
         for group in mb.groups:
             ids = list(group.seq_ids)
             shares = _shares(config, lengths, ids, group.degree)
             chunks = split_into_chunks(shares, _budget(config, shares)) if ids else []
+            most = max(most, len(chunks))
             if rank in group.ranks:
-                mine = GroupWork(group.first_rank, group.degree, ids, shares, len(chunks))
+                mine = GroupWork(group.first_rank, group.degree, ids, shares, len(chunks), len(chunks))
         assert mine is not None, "validate() guarantees the groups tile all ranks"
+        if config.state_sharding == "zero3":
+            mine.num_passes = most  # every rank meets every pass's all-rank collectives
         work.append(mine)
     return work
 
@@ -115,6 +133,9 @@ class SupervisedStep:
 
     def __init__(self, rank: Rank, config: WorkerConfig, dataset: Dataset | None):
         self.rank, self.config, self.dataset = rank, config, dataset
+        self.schedule = LRSchedule(lr=config.lr, warmup_steps=config.warmup_steps, decay_steps=config.decay_steps,
+                                   min_lr=config.min_lr)
+        self.peak_flops_per_s = peak_flops_per_s(rank.device, config.torch_dtype, torch.get_num_threads())
 
     def step(self, plan: StepPlan, indices: Sequence[int]) -> StepReport:
         """Materialise this rank's sequences of samples `indices` and run the step.
@@ -138,26 +159,25 @@ class SupervisedStep:
 
     def run_step(self, plan: StepPlan, batch: Sequence[torch.Tensor]) -> StepReport:
         """One optimizer step over `batch` (token ids per sequence) as `plan` lays it out."""
-        rank, model, optimizer = self.rank, self.rank.model, self.rank.optimizer
+        rank, optimizer = self.rank, self.rank.optimizer
         work = plan_work(plan, batch, rank.rank, self.config)  # raises identically on every rank, before any collective
         start = time.perf_counter()
         reset_peak(rank.device)
         optimizer.zero_grad(set_to_none=False)
         num_predicted = sum(max(0, len(seq) - 1) for seq in batch)
         local_loss, rank_tokens, reports = 0.0, 0, []
-        for m, group_work in enumerate(work):
-            where = f"micro-batch {m} (group ranks {group_work.first_rank}..{group_work.first_rank + group_work.degree - 1})"
-            with rank.collectives(where):
-                loss, tokens, report = self._run_micro_batch(group_work, batch, num_predicted)
-            local_loss, rank_tokens = local_loss + loss, rank_tokens + tokens
-            reports.append(report.as_dict())
+        meter = SavedBytesMeter()  # parameters (and FSDP2's unsharded copies) are recognised as such
+        with meter:
+            for m, group_work in enumerate(work):
+                where = f"micro-batch {m} (group ranks {group_work.first_rank}..{group_work.first_rank + group_work.degree - 1})"
+                with rank.collectives(where):
+                    loss, tokens, report = self._run_micro_batch(group_work, batch, num_predicted)
+                local_loss, rank_tokens = local_loss + loss, rank_tokens + tokens
+                reports.append(report.as_dict())
         reduce_start = time.perf_counter()
-        [global_loss] = rank.all_reduce_grads(model.parameters(), [local_loss])
+        global_loss = self._reduce(local_loss)
         allreduce_s = time.perf_counter() - reduce_start
-        if self.config.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
-        optimizer.step()
-        rank.step += 1
+        grad_norm, lr = self._update()
         if rank.device.type == "cuda":
             torch.cuda.synchronize(rank.device)
         return StepReport(
@@ -169,7 +189,37 @@ class SupervisedStep:
             micro_batches=reports,
             allreduce_s=allreduce_s,
             peak_memory_bytes=peak_bytes(rank.device),
+            model_state_bytes=rank.model_state_bytes(),
+            activation_peak_bytes=meter.peak_bytes,
+            lr=lr,
+            grad_norm=grad_norm,
+            flops=step_flops([len(seq) for seq in batch], self.config.model),
+            peak_flops_per_s=self.peak_flops_per_s,
         )
+
+    def _reduce(self, local_loss: float) -> float:
+        """Sum the gradients (replicated: one all-reduce; zero3: already reduce-scattered
+        by every backward pass) and the loss over all ranks; returns the global loss."""
+        if self.rank.sharding == "zero3":
+            return self.rank.sum_scalars([local_loss])[0]
+        return self.rank.all_reduce_grads(self.rank.model.parameters(), [local_loss])[0]
+
+    def _update(self) -> tuple[float, float]:
+        """Clip the gradient norm over all shards, step AdamW at the scheduled lr;
+        returns (norm before clipping, lr)."""
+        rank = self.rank
+        params = [p for p in rank.model.parameters() if p.grad is not None]
+        with rank.collectives("the gradient norm over all ranks"):
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            if self.config.max_grad_norm is not None:
+                torch.nn.utils.clip_grads_with_norm_(params, self.config.max_grad_norm, norm)
+            grad_norm = float(full_tensor(norm))
+        lr = self.schedule.at(rank.step)
+        for group in rank.optimizer.param_groups:
+            group["lr"] = lr
+        rank.optimizer.step()
+        rank.step += 1
+        return grad_norm, lr
 
     def _run_micro_batch(self, work: GroupWork, batch: Sequence[torch.Tensor], num_predicted: int) -> tuple[float, int, MicroBatchReport]:
         start = time.perf_counter()
@@ -192,7 +242,19 @@ class SupervisedStep:
         # all-to-alls of chunk k meet those of chunk k on the peers
         budget = _budget(self.config, work.shares)
         loss = accumulate_backward(work.seq_ids, work.shares, budget, chunk_loss) if work.seq_ids else 0.0
+        for _ in range(work.num_passes - work.num_chunks):
+            self._empty_pass()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         total = time.perf_counter() - start
-        return loss, tokens, MicroBatchReport(total - timer.seconds, timer.seconds, total, work.num_chunks)
+        return loss, tokens, MicroBatchReport(total - timer.seconds, timer.seconds, total, work.num_chunks, work.num_passes)
+
+    def _empty_pass(self) -> None:
+        """A forward/backward on one pad token with local attention whose loss is 0 x
+        logits: its FSDP2 all-gathers and reduce-scatters meet those of the ranks still
+        running chunks, and it adds exactly 0 to every gradient."""
+        dev = self.rank.device
+        token = torch.full((1,), self.config.pad_token_id, dtype=torch.long, device=dev)
+        logits = self.rank.model(token, torch.zeros(1, dtype=torch.long, device=dev),
+                                 torch.tensor([0, 1], dtype=torch.int32, device=dev))
+        (logits.float().sum() * 0.0).backward()

@@ -94,7 +94,10 @@ class RLRankSpec:
 
     def start(self, rank: Rank) -> "RLProgram":
         task, train_set, test_set = task_splits(self.config)
-        rank.build(lambda: build_model(self.config, task), dtype=torch.float32, lr=self.config.lr, weight_decay=0.0)
+        # replicated: the models are tiny, and a sharded model would need every rank to run
+        # the same number of sampler forwards (rollouts and test shards differ per rank)
+        rank.build(lambda: build_model(self.config, task), dtype=torch.float32, lr=self.config.lr, weight_decay=0.0,
+                   sharding="replicated")
         rank.model.load_state_dict(self.initial_state)
         return RLProgram(rank, self.config, task, train_set, test_set)
 

@@ -76,7 +76,7 @@ def test_cli_train_non_finite_flag_is_rejected_by_the_parser(capsys):
 
 
 def test_cli_train_resume_past_the_requested_steps(capsys, tmp_path):
-    checkpoint.save(tmp_path, step=30, rank_states=[{}, {}], driver={}, fingerprint={})
+    checkpoint.commit(checkpoint.staging_dir(tmp_path, 30), {"step": 30, "data_fingerprint": {}}, keep_last=2)
     err = one_line_error(capsys, ["train", "--run-dir", str(tmp_path), "--resume", "--steps", "20",
                                   "--metrics-port", "0", "--no-progress"])
     assert "is at step 30 >= --steps 20; pass --steps > 30 to continue" in err
@@ -97,3 +97,22 @@ def test_cli_print_config_resolves_without_running(capsys, tmp_path):
                  "--print-config"]) == 0
     out = capsys.readouterr().out
     assert 'dtype = "float64"' in out and "max_grad_norm = 0.0" in out and "pin_cpus = true" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--activation-checkpointing"], ["engine.activation_checkpointing=True", "activation_checkpointing=False",
+                                          "hsp profile --activation-checkpointing"]),
+        (["--dtype", "bfloat16", "--state-sharding", "replicated"], ["engine.dtype='bfloat16'", "zero3"]),
+        (["--optimizer.warmup_steps", "10", "--optimizer.decay_steps", "5"],
+         ["optimizer.decay_steps=5 <= optimizer.warmup_steps=10"]),
+        (["--keep-last", "0"], ["checkpoint.keep_last=0 must be >= 1"]),
+    ],
+)
+def test_cli_train_rejects_state_and_schedule_settings(capsys, tmp_path, argv, needles):
+    err = one_line_error(capsys, ["train", "--run-dir", str(tmp_path / "run"), "--metrics-port", "0", "--no-progress",
+                                  *argv])
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "run").exists()  # refused before anything is written

@@ -66,8 +66,18 @@ def test_cluster_train_finishes_with_summary_and_falling_loss(reference_run):
     rows = [json.loads(line) for line in open(run_dir / "history.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(r["measured_s"] > 0 and r["predicted_s"] > 0 and r["plan"].startswith("mb1: ") for r in rows)
-    assert (run_dir / "checkpoints" / "latest.pt").is_file()
-    assert json.loads((run_dir / "summary.json").read_text())["worker_restarts"] == 0
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["worker_restarts"] == 0 and saved["checkpoint_warnings"] == [] and "failure" not in saved
+    # one shard file per rank plus the index, and the driver's JSON, for steps 3 and 6
+    for step in (3, 6):
+        names = {p.name for p in (run_dir / "checkpoints" / f"step-{step:06d}").iterdir()}
+        assert names == {"__0_0.distcp", "__1_0.distcp", ".metadata", "run_state.json"}
+    memory = saved["memory"]
+    assert memory["state_sharding"] == "zero3"
+    measured, predicted = memory["model_state_bytes_per_rank"], memory["predicted_model_state_bytes_per_rank"]
+    assert abs(measured - predicted) <= 0.1 * predicted, memory  # 16 B/param over 2 ranks
+    assert memory["activation_peak_bytes_per_rank"] > 0 and memory["budget_bytes_per_rank"] > measured
+    assert 0 < saved["mfu_median"] < 1 and all(r["flops"] > 0 and r["lr"] > 0 for r in rows)
 
 
 def test_cluster_metrics_endpoint_has_every_series(reference_run):
@@ -192,3 +202,93 @@ def test_cluster_trains_on_a_folder_of_text(ray_session, tmp_path):
         tiny_config(tmp_path / "run", **{"data.data_dir": str(data), "train.steps": 4}), progress=False
     )
     assert summary["steps"] == 4 and summary["loss_last"] < summary["loss_first"]
+
+
+def test_cluster_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_path, caplog):
+    ref_dir, _, _ = reference_run
+    first = run_training(tiny_config(tmp_path, **{"train.steps": 4, "checkpoint.every_steps": 2}), progress=False)
+    assert first["last_step"] == 4
+    newest = tmp_path / "checkpoints" / "step-000004"
+    shard = newest / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # truncated
+    resumed = run_training(tiny_config(tmp_path, **{"checkpoint.resume": True, "checkpoint.every_steps": 2}), progress=False)
+    (warning,) = resumed["checkpoint_warnings"]
+    assert warning["path"] == str(newest) and "__1_0.distcp has" in warning["reason"]
+    assert str(newest) in caplog.text and "trying the previous checkpoint" in caplog.text
+    losses, ref = _losses(tmp_path), _losses(ref_dir)
+    assert resumed["first_step"] == 1 and losses == ref  # steps 3..6 re-run from step 2, equal to uninterrupted
+
+    # a shard index the ranks cannot read (same size, so only loading finds it): rank-side fallback
+    index = tmp_path / "checkpoints" / "step-000006" / ".metadata"
+    index.write_bytes(b"\0" * index.stat().st_size)
+    again = run_training(tiny_config(tmp_path, **{"checkpoint.resume": True, "train.steps": 7}), progress=False)
+    assert [w["path"] for w in again["checkpoint_warnings"]][-1] == str(index.parent)
+    assert "could not be loaded" in again["checkpoint_warnings"][-1]["reason"]
+    assert {s: v for s, v in _losses(tmp_path).items() if s <= 6} == ref and again["last_step"] == 7
+
+
+def test_cluster_resume_on_more_workers_reshards(reference_run, tmp_path, caplog):
+    import shutil
+
+    ref_dir, _, _ = reference_run
+    shutil.copytree(ref_dir / "checkpoints", tmp_path / "checkpoints")
+    summary = run_training(
+        tiny_config(tmp_path, **{"checkpoint.resume": True, "train.steps": 7, "cluster.num_workers": 4}), progress=False
+    )
+    assert summary["last_step"] == 7 and summary["steps"] == 7 and summary["num_workers"] == 4
+    assert "written by 2 ranks and loads onto 4" in caplog.text
+    assert {s: v for s, v in _losses(tmp_path).items() if s <= 6} == _losses(ref_dir)
+
+
+def test_cluster_exhausted_restarts_leave_history_summary_and_checkpoint(reference_run, tmp_path, capsys):
+    from cluster import checkpoint
+    from cluster.trainer import EXIT_RUN_FAILED, RunFailed
+
+    def kill_rank1_during_step_5(scheduler, record):
+        if record.step == 4:
+            threading.Timer(0.05, os.kill, (scheduler.group.pids[1], signal.SIGKILL)).start()
+
+    with pytest.raises(RunFailed) as failed:
+        run_training(tiny_config(tmp_path, **{"train.max_restarts": 0}), callbacks=(kill_rank1_during_step_5,), progress=False)
+    assert failed.value.code == EXIT_RUN_FAILED
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("hsp train: error:")]
+    assert "step 5 failed" in line and "last good checkpoint" in line and "Traceback" not in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["failure"]["rank"] == 1 and summary["failure"]["at_step"] == 5
+    assert "actor died" in summary["failure"]["error"]
+    assert list(_losses(tmp_path)) == [1, 2, 3, 4]  # every finished step
+    assert summary["last_checkpoint"] == str(tmp_path / "checkpoints" / "step-000003")
+    assert checkpoint.read(tmp_path / "checkpoints" / "step-000003")["step"] == 3
+
+
+def test_cluster_progress_line_shows_speed_and_memory_against_the_budget():
+    from cluster.scheduler import StepRecord, _progress_line
+
+    record = StepRecord(step=1, loss=2.0, num_tokens=4000, predicted_s=1.0, calibrated_predicted_s=1.0, measured_s=1.9,
+                        wall_s=2.0, solve_s=0.01, plan_wait_s=0.0, overhead_s=0.1, imbalance=1.0, fallback=False,
+                        plan="mb1: 1xSP2", sp_groups={2: 1}, peak_memory_bytes=[1], timestamp_s=0.0, restarts=0,
+                        model_state_bytes=3 * 2**20, activation_peak_bytes=2**20, mfu=0.125)
+    line = _progress_line(record, budget_bytes=8 * 2**20)
+    assert "2,000 tok/s" in line and "MFU 12.5%" in line and "mem 4.0/8.0 MiB" in line
+
+
+def test_cluster_replicated_layout_with_warmup_through_the_config_tree(ray_session, tmp_path):
+    """engine.state_sharding=replicated reaches the ranks and the cost model (full states
+    per rank, predicted and held), optimizer.warmup_steps the learning rate, and the
+    replicated checkpoint reads back for `hsp export`."""
+    from cluster import checkpoint
+    from hsp.model import Decoder, ModelConfig
+
+    config = tiny_config(tmp_path, **{"train.steps": 2, "checkpoint.every_steps": 0, "engine.state_sharding": "replicated",
+                                      "optimizer.warmup_steps": 2})
+    summary = run_training(config, progress=False)
+    memory = summary["memory"]
+    params = Decoder(config.model).num_params()
+    assert memory["state_sharding"] == "replicated"
+    assert memory["predicted_model_state_bytes_per_rank"] == pytest.approx(16 * params, rel=0.05)  # no / N
+    assert abs(memory["model_state_bytes_per_rank"] - 16 * params) <= 0.1 * 16 * params
+    rows = [json.loads(line) for line in open(tmp_path / "history.jsonl")]
+    assert [r["lr"] for r in rows] == [config.optimizer.lr / 2, config.optimizer.lr]
+    model, state = checkpoint.read_model_state(tmp_path)
+    assert state.keys() == Decoder(ModelConfig.from_dict(model)).state_dict().keys()

@@ -23,12 +23,12 @@ MODEL = ModelConfig(vocab_size=37, num_layers=2, hidden_size=32, num_heads=4, nu
 RTOL, ATOL = 1e-9, 1e-12
 
 
-def cost_model(num_heads: int = 4) -> CostModel:
+def cost_model(num_heads: int = 4, state_sharding: str = "zero3", activation_checkpointing: bool = False) -> CostModel:
     """Made-up constants: the tests only need the plans to be valid, not fast."""
     return CostModel(
         name="test", attn_s_per_token2=1e-9, linear_s_per_token=1e-6, group_fixed_s=1e-3,
         act_bytes_per_token=1000.0, num_params=1e5, num_layers=2, hidden_size=32, num_heads=num_heads,
-        a2a_bytes_per_s={2: 1e9, 4: 1e9},
+        a2a_bytes_per_s={2: 1e9, 4: 1e9}, state_sharding=state_sharding, activation_checkpointing=activation_checkpointing,
     )
 
 
@@ -38,7 +38,9 @@ def spec(world_size: int) -> ClusterSpec:
 
 
 def worker_config(world_size: int, **overrides) -> WorkerConfig:
-    base = dict(model=MODEL, spec=spec(world_size), cost_model=cost_model(), dtype="float64", max_grad_norm=None,
+    """float64, no clipping; the cost model follows the state layout asked for."""
+    layout = {k: overrides[k] for k in ("state_sharding", "activation_checkpointing") if k in overrides}
+    base = dict(model=MODEL, spec=spec(world_size), cost_model=cost_model(**layout), dtype="float64", max_grad_norm=None,
                 lr=1e-2, collective_timeout_s=30.0)
     base.update(overrides)
     return WorkerConfig(**base)
@@ -70,9 +72,15 @@ def random_plan(rng: np.random.Generator, lengths: list[int], world_size: int, n
     return make_plan(mbs, np.asarray(lengths), spec(world_size), cost_model(), strategy="random", solve_s=0.0, lower_bound_s=0.0)
 
 
+NO_DECAY = ("embed.weight",)
+"""The embedding table (also the tied output projection): with the 1-D norms and biases,
+the parameters AdamW must not decay."""
+
+
 def reference_step(batch: list[torch.Tensor], config: WorkerConfig) -> tuple[float, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Single process, whole batch packed in one stream: (loss, grads, params after one AdamW step)."""
-    model = Decoder(config.model).to(config.torch_dtype)
+    """Single process, whole batch packed in one stream, float64: (loss, grads as AdamW
+    sees them (after clipping), params after one AdamW step at the first step's lr)."""
+    model = Decoder(config.model).to(torch.float64)
     lengths = [len(s) for s in batch]
     positions, cu = pack_positions(lengths)
     tokens = torch.cat(batch)
@@ -80,8 +88,14 @@ def reference_step(batch: list[torch.Tensor], config: WorkerConfig) -> tuple[flo
     logits = model(tokens, positions, cu)
     loss = F.cross_entropy(logits, targets, ignore_index=-100, reduction="mean")
     loss.backward()
+    if config.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    named = dict(model.named_parameters())
+    decay = [p for n, p in named.items() if p.ndim == 2 and n not in NO_DECAY]
+    keep = [p for n, p in named.items() if p.ndim < 2 or n in NO_DECAY]
+    lr = config.lr / config.warmup_steps if config.warmup_steps else config.lr
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay}, {"params": keep, "weight_decay": 0.0}], lr=lr)
     opt.step()
     return float(loss.detach()), grads, {n: p.detach().clone() for n, p in model.named_parameters()}
 

@@ -7,6 +7,7 @@ import torch
 
 from exec_helpers import random_batch, random_plan, reference_step, worker_config
 from hsp.engine import Rank, SupervisedSpec
+from hsp.engine.state import full_tensor
 from hsp.testing import run_ranks
 
 pytestmark = [
@@ -19,7 +20,7 @@ def _gpu_rank(rank: int, world_size: int, rendezvous: str, plan, batch) -> tuple
     host = Rank()
     host.setup(rank, world_size, rendezvous, SupervisedSpec(worker=worker_config(world_size, backend="nccl")))
     report = host.program.run_step(plan, batch)
-    grads = {n: p.grad.detach().cpu() for n, p in host.model.named_parameters()}
+    grads = {n: full_tensor(p.grad).detach().cpu() for n, p in host.model.named_parameters()}  # zero3: all-gathered
     host.shutdown()
     return report, grads
 

@@ -1,5 +1,7 @@
-"""`hsp profile` end to end on 2 gloo ranks (short lengths, one repeat): the file it writes
-is a CostModel that the planner accepts."""
+"""`hsp profile` end to end on 2 gloo ranks (short lengths, two repeats): the file it writes
+is a CostModel that the planner accepts. The ranks run zero3 (FSDP2), whose per-pass
+collectives put a fixed cost on every micro-batch; lengths up to 512 keep the per-token
+terms measurable next to it on a loaded machine."""
 
 import json
 
@@ -18,8 +20,8 @@ from solver.spec import ClusterSpec
 @pytest.mark.slow
 def test_profile_writes_a_cost_model_the_planner_accepts(tmp_path, capsys):
     out = tmp_path / "cost.json"
-    args = ["profile", "--out", str(out), "--num-ranks", "2", "--hidden-size", "32", "--max-seq-len", "256",
-            "--lengths", "32,64,128,256", "--repeats", "1"]
+    args = ["profile", "--out", str(out), "--num-ranks", "2", "--hidden-size", "32", "--max-seq-len", "512",
+            "--lengths", "64,128,256,512", "--repeats", "2"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "fit over" in printed and "median |error|" in printed
@@ -41,6 +43,16 @@ def test_activation_bytes_grow_with_width_and_are_per_token():
     assert 1.5 < wide / small < 2.5  # activations are linear in the width (vocab logits aside)
     longer = activation_bytes_per_token(model(32), torch.float32, 512)
     assert longer == pytest.approx(small, rel=0.1)
+
+
+def test_activation_checkpointing_lowers_the_measured_bytes_per_token():
+    """With 4 blocks recomputed, the peak is the saved block inputs plus one recomputed
+    block on top of the logits: well under half of keeping all four blocks."""
+    cfg = ModelConfig(num_layers=4, hidden_size=64, max_seq_len=512)
+    full = activation_bytes_per_token(cfg, torch.float32, 256)
+    checkpointed = activation_bytes_per_token(cfg, torch.float32, 256, activation_checkpointing=True)
+    hidden_bytes = 4 * cfg.hidden_size  # one float32 block input per token
+    assert cfg.num_layers * hidden_bytes < checkpointed < 0.5 * full
 
 
 def test_fit_accepts_packed_group_samples_and_recovers_coefficients():
