@@ -14,7 +14,7 @@ _SAMPLER_DEFAULTS = {"sample_steps": "half the response length", "block_length":
 @dataclass(kw_only=True)
 class RLConfig:
     task: str = field(default="sudoku4", metadata={"choices": TASK_NAMES})
-    """Task name: sudoku4 or addition."""
+    """Task name: sudoku4, addition or countdown."""
     algo: str = field(default="bgpo", metadata={"choices": ALGOS})
     """Policy objective: bgpo, full-elbo (VRPO-OL-style ELBO ratio) or diffu-grpo."""
     mc_samples: int | None = None

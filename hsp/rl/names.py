@@ -2,4 +2,4 @@
 
 ALGOS = ("bgpo", "full-elbo", "diffu-grpo")
 ELBO_FORMS = ("discrete", "continuous")
-TASK_NAMES = ("sudoku4", "addition")
+TASK_NAMES = ("sudoku4", "addition", "countdown")

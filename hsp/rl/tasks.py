@@ -1,8 +1,12 @@
-"""Tasks with verifiable rewards, generated in code: 4x4 Sudoku and multi-digit addition.
+"""Tasks with verifiable rewards, generated in code: 4x4 Sudoku, multi-digit addition and
+Countdown (reach a target with a few numbers and + - * /).
 
-Both share one small token vocabulary (`VOCAB`). A task item is a fixed-length prompt
-and a fixed-length reference response; every item of a task has the same lengths, so
-rollouts and ELBO samples pack into equal-length sequences.
+All share one token table (`TOKEN_TEXT`, ids stable across tasks). A task's model uses
+the first `task.vocab_size` ids: Sudoku and addition use ids 0-14 (digits, + = _ $ and
+MASK), exactly as before Countdown appended its ids 15-20, so their models, seeds and
+checkpoints are unchanged. A task item is a fixed-length prompt and a fixed-length
+reference response; every item of a task has the same lengths, so rollouts and ELBO
+samples pack into equal-length sequences.
 
 Train and test items come from disjoint seed streams: item i of split s is drawn from
 ``np.random.default_rng((seed, SPLIT_IDS[s], i))``. The trainer additionally drops test
@@ -14,6 +18,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -21,10 +26,14 @@ import torch
 
 from hsp.rl.names import TASK_NAMES
 
-# Token ids: digits 0-9 are their own ids.
+# Token ids: digits 0-9 are their own ids; Countdown's ids come after MASK so the
+# older tasks keep their vocabulary (ids 0..BASE_VOCAB_SIZE-1) unchanged.
 PLUS, EQUALS, BLANK, EOS, MASK = 10, 11, 12, 13, 14
-VOCAB_SIZE = 15
-TOKEN_TEXT = [str(d) for d in range(10)] + ["+", "=", "_", "$", "?"]
+BASE_VOCAB_SIZE = 15
+MINUS, TIMES, DIVIDE, LPAREN, RPAREN, COMMA = 15, 16, 17, 18, 19, 20
+VOCAB_SIZE = 21
+TOKEN_TEXT = [str(d) for d in range(10)] + ["+", "=", "_", "$", "?", "-", "*", "/", "(", ")", ","]
+assert len(TOKEN_TEXT) == VOCAB_SIZE
 SPLIT_IDS = {"train": 0, "test": 1}
 
 
@@ -46,6 +55,14 @@ class Task(ABC):
     name: str
     prompt_len: int
     response_len: int
+    vocab_size: int = BASE_VOCAB_SIZE
+    """The model's vocabulary: token ids 0..vocab_size-1 (MASK included)."""
+
+    @property
+    def default_sample_steps(self) -> int:
+        """Sampler steps when RLConfig.sample_steps is unset: one token per step, so every
+        token is committed seeing all earlier commits (carries, equation syntax)."""
+        return self.response_len
 
     @abstractmethod
     def item(self, rng: np.random.Generator) -> tuple[list[int], list[int]]:
@@ -190,6 +207,189 @@ class Addition(Task):
         return ((value == a + b) & valid).double()
 
 
+# -------------------------------------------------------------------------- Countdown
+
+OPS = {PLUS: (1, lambda a, b: a + b), MINUS: (1, lambda a, b: a - b),
+       TIMES: (2, lambda a, b: a * b), DIVIDE: (2, lambda a, b: a / b if b else None)}
+"""Operator id -> (precedence, exact function on Fractions; None = division by zero)."""
+
+
+@dataclass(frozen=True)
+class Expr:
+    """An expression over the given numbers: its exact value and its tokens, written
+    with the fewest parentheses that keep its meaning (left-associative, * / before + -)."""
+
+    value: Fraction
+    tokens: tuple[int, ...]
+    prec: int  # precedence of the top operator; 3 for a bare number
+
+
+def number_tokens(n: int) -> tuple[int, ...]:
+    return tuple(int(c) for c in str(n))
+
+
+def combine(left: Expr, op: int, right: Expr) -> Expr | None:
+    """left op right, or None when it divides by zero."""
+    prec, fn = OPS[op]
+    value = fn(left.value, right.value)
+    if value is None:
+        return None
+    # a - (b - c) and a / (b / c) need their parentheses; a + (b - c), a * (b / c) do not
+    wrap_right = right.prec < prec or (right.prec == prec and op in (MINUS, DIVIDE))
+    lt = (LPAREN, *left.tokens, RPAREN) if left.prec < prec else left.tokens
+    rt = (LPAREN, *right.tokens, RPAREN) if wrap_right else right.tokens
+    return Expr(value, (*lt, op, *rt), prec)
+
+
+def expressions(numbers: tuple[int, ...]) -> list[Expr]:
+    """Every expression using each number exactly once, in this order (all binary trees
+    and operators; permutations are the caller's)."""
+    if len(numbers) == 1:
+        return [Expr(Fraction(numbers[0]), number_tokens(numbers[0]), 3)]
+    out = []
+    for split in range(1, len(numbers)):
+        for left in expressions(numbers[:split]):
+            for right in expressions(numbers[split:]):
+                out += [e for op in OPS if (e := combine(left, op, right)) is not None]
+    return out
+
+
+@lru_cache(maxsize=4096)
+def countdown_solutions(numbers: tuple[int, ...]) -> dict[int, tuple[int, ...]]:
+    """Reachable positive integer targets of a sorted multiset of numbers -> the canonical
+    solution's tokens (shortest, then smallest token ids): one SFT answer per prompt."""
+    best: dict[int, tuple[int, ...]] = {}
+    for order in set(itertools.permutations(numbers)):
+        for e in expressions(order):
+            if e.value.denominator == 1 and e.value > 0:
+                t = int(e.value)
+                if t not in best or (len(e.tokens), e.tokens) < (len(best[t]), best[t]):
+                    best[t] = e.tokens
+    return best
+
+
+class _Parser:
+    """Recursive descent over response tokens: expr := term (+|- term)*,
+    term := factor (*|/ factor)*, factor := number | ( expr ). Numbers have no leading zero."""
+
+    def __init__(self, tokens: list[int]):
+        self.tokens, self.pos, self.numbers = tokens, 0, []
+
+    def peek(self) -> int | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def binary(self, ops: tuple[int, int], operand) -> Fraction:
+        value = operand()
+        while self.peek() in ops:
+            op = self.tokens[self.pos]
+            self.pos += 1
+            value = OPS[op][1](value, operand())
+            if value is None:
+                raise ValueError("division by zero")
+        return value
+
+    def expr(self) -> Fraction:
+        return self.binary((PLUS, MINUS), self.term)
+
+    def term(self) -> Fraction:
+        return self.binary((TIMES, DIVIDE), self.factor)
+
+    def factor(self) -> Fraction:
+        if self.peek() == LPAREN:
+            self.pos += 1
+            value = self.expr()
+            if self.peek() != RPAREN:
+                raise ValueError("unclosed parenthesis")
+            self.pos += 1
+            return value
+        start = self.pos
+        while self.peek() is not None and self.peek() <= 9:
+            self.pos += 1
+        digits = self.tokens[start:self.pos]
+        if not digits or (digits[0] == 0 and len(digits) > 1):
+            raise ValueError("expected a number without leading zeros")
+        self.numbers.append(int("".join(map(str, digits))))
+        return Fraction(self.numbers[-1])
+
+
+def evaluate_equation(tokens: list[int]) -> tuple[Fraction, list[int]] | None:
+    """(exact value, numbers used) of a response: an expression then only EOS padding;
+    None if malformed or it divides by zero."""
+    end = tokens.index(EOS) if EOS in tokens else len(tokens)
+    if any(t != EOS for t in tokens[end:]):
+        return None
+    parser = _Parser(tokens[:end])
+    try:
+        value = parser.expr()
+    except ValueError:
+        return None
+    return (value, parser.numbers) if parser.pos == end else None
+
+
+class Countdown(Task):
+    """Reach the target with each given number used exactly once (as in d1/TinyZero's
+    Countdown) and + - * / with parentheses; intermediate fractions are allowed (exact
+    arithmetic), division by zero is invalid.
+
+    Prompt: the numbers zero-padded to the width of max_number, separated by ``,``, then
+    ``=`` and the zero-padded target, e.g. ``07,13,05=30``. Response: an equation such as
+    ``(13-7)*5``, EOS-padded to the longest minimal-parenthesis equation. Items are
+    solvable by construction: the target is drawn uniformly from the positive integers
+    <= max_target that some equation reaches, and the reference is the canonical solution
+    (`countdown_solutions`). Reward: 1 for a well-formed equation that uses exactly the
+    given numbers and equals the target, else 0. No format reward: SFT on the references
+    teaches the format (the SFT model's rollouts are nearly all well-formed), and a
+    partial reward for form would only shrink the spread of rewards within a group.
+    """
+
+    name = "countdown"
+    vocab_size = VOCAB_SIZE
+
+    def __init__(self, num_numbers: int = 3, max_number: int = 20, max_target: int = 99):
+        if not 2 <= num_numbers <= 4:
+            raise ValueError(f"num_numbers must be in [2, 4], got {num_numbers}")
+        if not 1 <= max_number <= 99 or not 1 <= max_target <= 999:
+            raise ValueError(f"need 1 <= max_number ({max_number}) <= 99 and 1 <= max_target ({max_target}) <= 999")
+        self.num_numbers, self.max_number, self.max_target = num_numbers, max_number, max_target
+        self.number_width, self.target_width = len(str(max_number)), len(str(max_target))
+        self.prompt_len = num_numbers * (self.number_width + 1) + self.target_width
+        # digits, operators, and at most one pair of parentheses per non-root operator
+        self.response_len = num_numbers * self.number_width + (num_numbers - 1) + 2 * (num_numbers - 2)
+
+    def _padded(self, value: int, width: int) -> list[int]:
+        return [int(c) for c in str(value).zfill(width)]
+
+    def item(self, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        while True:
+            numbers = [int(v) for v in rng.integers(1, self.max_number + 1, self.num_numbers)]
+            solutions = countdown_solutions(tuple(sorted(numbers)))
+            targets = sorted(t for t in solutions if t <= self.max_target)
+            if targets:
+                break
+        target = targets[int(rng.integers(len(targets)))]
+        prompt: list[int] = []
+        for n in numbers:
+            prompt += self._padded(n, self.number_width) + [COMMA]
+        prompt[-1] = EQUALS
+        answer = list(solutions[target])
+        return prompt + self._padded(target, self.target_width), answer + [EOS] * (self.response_len - len(answer))
+
+    def parse_prompt(self, prompt: list[int]) -> tuple[list[int], int]:
+        """(numbers, target) of a prompt."""
+        w = self.number_width + 1
+        numbers = [int("".join(map(str, prompt[i * w:i * w + self.number_width]))) for i in range(self.num_numbers)]
+        return numbers, int("".join(map(str, prompt[self.num_numbers * w:])))
+
+    def reward(self, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(prompts), dtype=torch.float64)
+        for i, (p, r) in enumerate(zip(prompts.tolist(), responses.tolist())):
+            numbers, target = self.parse_prompt(p)
+            result = evaluate_equation(r)
+            if result is not None and result[0] == target and sorted(result[1]) == sorted(numbers):
+                out[i] = 1.0
+        return out
+
+
 def drop_overlap(test: TaskBatch, train: TaskBatch) -> TaskBatch:
     """Test items whose prompt does not occur in `train` (so test accuracy is held out)."""
     seen = {tuple(p.tolist()) for p in train.prompts}
@@ -197,7 +397,7 @@ def drop_overlap(test: TaskBatch, train: TaskBatch) -> TaskBatch:
     return TaskBatch(test.prompts[keep], test.answers[keep])
 
 
-TASKS = {"sudoku4": Sudoku4, "addition": Addition}
+TASKS = {"sudoku4": Sudoku4, "addition": Addition, "countdown": Countdown}
 assert tuple(TASKS) == TASK_NAMES
 
 

@@ -11,7 +11,7 @@ import torch
 from hsp.model.config import ModelConfig
 from hsp.rl.config import RLConfig
 from hsp.rl.diffusion import DiffusionLM, sft_loss
-from hsp.rl.tasks import MASK, VOCAB_SIZE, Task, TaskBatch, drop_overlap, get_task
+from hsp.rl.tasks import MASK, Task, TaskBatch, drop_overlap, get_task
 
 
 def task_splits(cfg: RLConfig) -> tuple[Task, TaskBatch, TaskBatch]:
@@ -26,7 +26,7 @@ def model_config(cfg: RLConfig, task: Task) -> ModelConfig:
     """The run's diffusion LM: [model] with the task's vocabulary and lengths, bidirectional."""
     return dataclasses.replace(
         cfg.model,
-        vocab_size=VOCAB_SIZE,
+        vocab_size=task.vocab_size,
         max_seq_len=task.prompt_len + task.response_len,
         bidirectional=True,
         init_seed=cfg.seed,

@@ -38,3 +38,9 @@ def test_rl_cli_user_errors(tmp_path, capsys):
     assert "--mc-samples 1" in capsys.readouterr().err
     assert main(["rl", "--algo", "full-elbo", "--act-budget-bytes", "1000", "--run-dir", str(tmp_path), *TINY]) == 2
     assert "budget" in capsys.readouterr().err
+
+
+def test_rl_cli_countdown(tmp_path):
+    assert main(["rl", "--task", "countdown", "--run-dir", str(tmp_path), *TINY]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["task"] == "countdown" and len(summary["history"]) == 2

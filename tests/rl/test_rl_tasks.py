@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from hsp.rl.tasks import BLANK, EOS, Addition, Sudoku4, all_sudoku4_grids, count_solutions, drop_overlap, get_task
+from hsp.rl.tasks import (BASE_VOCAB_SIZE, BLANK, EOS, MASK, TOKEN_TEXT, VOCAB_SIZE, Addition, Countdown, Sudoku4, all_sudoku4_grids,
+                          count_solutions, detokenize, drop_overlap, get_task)
 
 
 def _valid(grid: np.ndarray) -> bool:
@@ -66,6 +67,67 @@ def test_rl_addition_reward():
     assert float(task.reward(prompt, torch.tensor([[1, 0, 5]]))) == 1.0
     assert float(task.reward(prompt, torch.tensor([[1, 0, 4]]))) == 0.0
     assert float(task.reward(prompt, torch.tensor([[EOS, 0, 5]]))) == 0.0  # non-digit
+
+
+def _tokens(text: str, length: int) -> list[int]:
+    ids = [TOKEN_TEXT.index(c) for c in text]
+    return ids + [EOS] * (length - len(ids))
+
+
+def _countdown_reward(task: Countdown, prompt: str, response: str) -> float:
+    p = torch.tensor([_tokens(prompt, task.prompt_len)])
+    return float(task.reward(p, torch.tensor([_tokens(response, task.response_len)])))
+
+
+@pytest.mark.parametrize("response, expected", [
+    ("(13-7)*5", 1.0), ("5*(13-7)", 1.0), ("(13-7)*5$", 1.0),  # valid, any order
+    ("13-7*5", 0.0),  # precedence: 13 - 35
+    ("(13-7)*7", 0.0),  # uses 7 twice and not 5
+    ("13-7", 0.0),  # leaves a number unused
+    ("13-7+5", 0.0),  # valid equation, wrong target (11)
+    ("5/(7-7)", 0.0),  # division by zero (and reuses 7)
+    ("(13-7*5", 0.0), ("13-7)*5", 0.0), ("13--7*5", 0.0), ("", 0.0),  # malformed
+    ("(13-07)*5", 0.0),  # leading zero
+    ("13$-7*5", 0.0),  # padding inside the equation
+])
+def test_rl_countdown_reward_on_hand_made_equations(response, expected):
+    assert _countdown_reward(Countdown(), "13,07,05=30", response) == expected
+
+
+def test_rl_countdown_reward_is_exact_with_fractions():
+    task = Countdown()
+    assert _countdown_reward(task, "03,06,09=27", "9/(3/9)") == 0.0  # uses 9 twice
+    assert _countdown_reward(task, "02,03,06=09", "6/2*3") == 1.0  # (6/2)*3, left-associative
+    assert _countdown_reward(task, "02,03,06=01", "6/(2*3)") == 1.0
+    assert _countdown_reward(task, "02,03,06=01", "6/2*3") == 0.0
+    assert _countdown_reward(task, "03,04,06=08", "6/(3/4)") == 1.0  # a fractional intermediate, exactly 8
+    assert _countdown_reward(task, "05,05,05=01", "5/5*5/5") == 0.0  # four numbers used, three given
+
+
+def test_rl_countdown_items_solvable_fixed_length_and_disjoint():
+    task = Countdown()
+    train, test = task.make_split("train", 300, seed=0), task.make_split("test", 300, seed=0)
+    for batch in (train, test):
+        assert batch.prompts.shape == (300, task.prompt_len) and batch.answers.shape == (300, task.response_len)
+        assert torch.equal(task.reward(batch.prompts, batch.answers), torch.ones(300, dtype=torch.float64))
+        assert int(batch.prompts.max()) < task.vocab_size and int(batch.answers.max()) < task.vocab_size
+    numbers, target = task.parse_prompt(train.prompts[0].tolist())
+    assert len(numbers) == 3 and all(1 <= n <= 20 for n in numbers) and 1 <= target <= 99
+    assert detokenize(train.prompts[0]) == ",".join(f"{n:02d}" for n in numbers) + f"={target:02d}"
+    assert not torch.equal(train.prompts, test.prompts)
+    held_out = drop_overlap(test, train)
+    assert 0 < len(held_out.prompts) <= 300
+    seen = {tuple(p.tolist()) for p in train.prompts}
+    assert not any(tuple(p.tolist()) in seen for p in held_out.prompts)
+    assert torch.equal(task.make_split("train", 300, seed=0).prompts, train.prompts)  # deterministic
+
+
+def test_rl_vocabularies_keep_old_ids_and_sampler_defaults():
+    assert (MASK, BASE_VOCAB_SIZE, VOCAB_SIZE, len(TOKEN_TEXT)) == (14, 15, 21, 21)
+    assert Sudoku4().vocab_size == Addition().vocab_size == BASE_VOCAB_SIZE  # unchanged by Countdown
+    assert get_task("countdown").vocab_size == VOCAB_SIZE
+    assert Addition().default_sample_steps == Addition().response_len == 3  # one digit per step
+    assert Countdown().default_sample_steps == Countdown().response_len
 
 
 def test_rl_unknown_task_is_a_clear_error():
