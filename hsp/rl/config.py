@@ -55,6 +55,9 @@ class RLConfig:
     """Lower end of t for the continuous form and for SFT masking."""
     clip_eps: float = 0.2
     """PPO clip range of diffu-grpo's token ratios."""
+    prompt_mask_prob: float = 0.15
+    """diffu-grpo: probability that each prompt token is masked in its one-step
+    log-likelihood (d1's random prompt masking, 0.15 there); 0 = the prompt is never masked."""
     act_budget_bytes: int = 64 * 2**20
     """Saved-for-backward bytes a chunk of units may hold (see hsp.accumulate)."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -104,6 +107,8 @@ class RLConfig:
             raise ValueError(f"min_t={self.min_t} must be in (0, 1): it is the smallest masking fraction t; e.g. --min-t 0.001")
         if not self.clip_eps > 0:
             raise ValueError(f"clip_eps={self.clip_eps} must be > 0: the PPO ratio is clipped to [1 - eps, 1 + eps]; e.g. --clip-eps 0.2")
+        if not 0 <= self.prompt_mask_prob < 1:
+            raise ValueError(f"prompt_mask_prob={self.prompt_mask_prob} must be in [0, 1): it is the chance a prompt token is masked; e.g. --prompt-mask-prob 0.15")
         for name in ("lr", "sft_lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")

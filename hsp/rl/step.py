@@ -40,7 +40,8 @@ def rl_step(model: DiffusionLM, opt: torch.optim.Optimizer, batch: Rollouts, cfg
     PolicyUpdate) and `reduce`, which sums the gradients (and returns the summed loss)
     over ranks before the clip and the optimizer step."""
     update = PolicyUpdate(model, cfg.algo, batch, num_samples=cfg.mc_samples, elbo_form=cfg.elbo_form,
-                          generator=gen, min_t=cfg.min_t, clip_eps=cfg.clip_eps, global_rows=global_rows)
+                          generator=gen, min_t=cfg.min_t, clip_eps=cfg.clip_eps, prompt_mask_prob=cfg.prompt_mask_prob,
+                          global_rows=global_rows)
     meter = SavedBytesMeter(model.parameters())
     loss = 0.0
     for _ in range(cfg.inner_steps):
