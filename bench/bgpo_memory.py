@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hsp.model.config import ModelConfig  # noqa: E402
 from hsp.rl.diffusion import DiffusionLM  # noqa: E402
 from hsp.engine.memory import SavedBytesMeter  # noqa: E402
-from hsp.rl.tasks import MASK, VOCAB_SIZE  # noqa: E402
+from hsp.rl.tasks import BASE_VOCAB_SIZE, MASK  # noqa: E402
 from hsp.rl.update import PolicyUpdate, Rollouts  # noqa: E402
 
 NUM_SAMPLES = (1, 2, 4, 8, 16, 32, 64)
@@ -44,7 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def setup(args: argparse.Namespace) -> tuple[DiffusionLM, Rollouts]:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=VOCAB_SIZE, num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=4,
+    cfg = ModelConfig(vocab_size=BASE_VOCAB_SIZE, num_layers=args.num_layers, hidden_size=args.hidden_size, num_heads=4,
                       num_kv_heads=2, intermediate_size=args.hidden_size * 11 // 4, max_seq_len=2 * args.seq_len,
                       bidirectional=True)
     model = DiffusionLM(cfg, mask_id=MASK)
