@@ -8,7 +8,7 @@ from hsp.model.config import ModelConfig
 from hsp.rl.names import ALGOS, ELBO_FORMS, TASK_NAMES
 
 
-_SAMPLER_DEFAULTS = {"sample_steps": "half the response length", "block_length": "the whole response"}
+_SAMPLER_DEFAULTS = {"sample_steps": "the task's default_sample_steps", "block_length": "the whole response"}
 
 
 @dataclass(kw_only=True)
@@ -44,7 +44,8 @@ class RLConfig:
     test_items: int = 128
     """Test-split items (disjoint seeds; overlapping prompts are dropped)."""
     sample_steps: int | None = None
-    """Denoising steps of the sampler; None = half the response length."""
+    """Denoising steps of the sampler; None = the task's default: one token per step for
+    addition and countdown, 8 (two cells per step) for sudoku4 (hsp.rl.tasks)."""
     block_length: int | None = None
     """Sampler block length; None = the whole response is one block."""
     temperature: float = 1.0

@@ -47,7 +47,7 @@ def sampler_config(cfg: RLConfig, task: Task, temperature: float) -> SamplerConf
     return SamplerConfig(
         gen_length=length,
         block_length=cfg.block_length or length,
-        steps=cfg.sample_steps or max(1, length // 2),
+        steps=cfg.sample_steps or task.default_sample_steps,
         temperature=temperature,
     )
 

@@ -132,6 +132,13 @@ class Sudoku4(Task):
     prompt_len = 16
     response_len = 16
 
+    @property
+    def default_sample_steps(self) -> int:
+        """Two cells per step (8 steps), half the cost of one per step: after the default
+        200-step SFT, greedy test accuracy at 8 and 16 steps is 0.569 vs 0.568 (3 seeds,
+        bench/results/rl_sampler_steps.md); one cell per step gains only +0.011 after 1000."""
+        return self.response_len // 2
+
     def __init__(self, min_blanks: int = 4, max_blanks: int = 8):
         if not 1 <= min_blanks <= max_blanks <= 12:
             raise ValueError(f"need 1 <= min_blanks ({min_blanks}) <= max_blanks ({max_blanks}) <= 12")

@@ -4,7 +4,10 @@ import pytest
 import torch
 from rl_helpers import MASK_ID, VOCAB, tiny_model
 
+from hsp.rl.config import RLConfig
+from hsp.rl.rollout import sampler_config
 from hsp.rl.sampler import SamplerConfig, generate, tokens_per_step
+from hsp.rl.tasks import MASK, get_task
 
 
 class _Recorder(torch.nn.Module):
@@ -67,3 +70,20 @@ def test_rl_sampler_config_errors_and_schedule():
         SamplerConfig(gen_length=8, block_length=4, steps=3)
     with pytest.raises(ValueError, match="steps per block"):
         SamplerConfig(gen_length=4, block_length=4, steps=8)
+
+
+@pytest.mark.parametrize("task_name", ["addition", "countdown", "sudoku4"])
+def test_rl_sampler_default_steps_come_from_the_task(task_name):
+    task = get_task(task_name)
+    default = sampler_config(RLConfig(task=task_name), task, 0.0)
+    assert default.steps == task.default_sample_steps and default.block_length == task.response_len
+    assert sampler_config(RLConfig(task=task_name, sample_steps=1), task, 0.0).steps == 1  # an explicit value wins
+
+
+def test_rl_sampler_one_token_per_step_for_addition():
+    task = get_task("addition")
+    cfg = sampler_config(RLConfig(task="addition"), task, 0.0)
+    rec = _Recorder(tiny_model(5, vocab=task.vocab_size, mask_id=MASK))
+    generate(rec, task.make_split("train", 4, 0).prompts, cfg, torch.Generator())
+    masked = [int((x[:, task.prompt_len:] == MASK).sum(1).max()) for x in rec.calls]
+    assert masked == [3, 2, 1]  # each model call commits one digit, seeing the digits committed before it

@@ -128,6 +128,7 @@ def test_rl_vocabularies_keep_old_ids_and_sampler_defaults():
     assert get_task("countdown").vocab_size == VOCAB_SIZE
     assert Addition().default_sample_steps == Addition().response_len == 3  # one digit per step
     assert Countdown().default_sample_steps == Countdown().response_len
+    assert Sudoku4().default_sample_steps == 8  # two cells per step (see Sudoku4.default_sample_steps)
 
 
 def test_rl_unknown_task_is_a_clear_error():
