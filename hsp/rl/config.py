@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from hsp.model.config import ModelConfig
 from hsp.rl.names import ALGOS, ELBO_FORMS, TASK_NAMES
 
+ADVANTAGE_CONTROLS = ("none", "shuffle")
+
 
 _SAMPLER_DEFAULTS = {"sample_steps": "half the response length", "block_length": "the whole response"}
 
@@ -55,6 +57,12 @@ class RLConfig:
     """Lower end of t for the continuous form and for SFT masking."""
     clip_eps: float = 0.2
     """PPO clip range of diffu-grpo's token ratios."""
+    kl_coef: float = 0.05
+    """Coefficient of the KL penalty to the frozen SFT policy (k3 estimate per
+    (response, MC sample) unit on the unit's masks; 0 = no penalty, no reference model)."""
+    advantage_control: str = field(default="none", metadata={"choices": ADVANTAGE_CONTROLS})
+    """none, or shuffle: permute the advantages within each group (same update size, no
+    reward signal) -- the control a learning claim must beat."""
     act_budget_bytes: int = 64 * 2**20
     """Saved-for-backward bytes a chunk of units may hold (see hsp.accumulate)."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -107,6 +115,10 @@ class RLConfig:
         for name in ("lr", "sft_lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        if self.kl_coef < 0:
+            raise ValueError(f"kl_coef={self.kl_coef} must be >= 0 (0 = no KL penalty); e.g. --kl-coef 0.05")
+        if self.advantage_control not in ADVANTAGE_CONTROLS:
+            raise ValueError(f"advantage_control must be one of {ADVANTAGE_CONTROLS}, got {self.advantage_control!r}")
         if self.temperature < 0:
             raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy rollouts)")
 
