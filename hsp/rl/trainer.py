@@ -74,15 +74,15 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
 
     t0 = time.perf_counter()
     sft_history: list[float] = []
+    fixed = TaskBatch(train_set.prompts[:FIXED_TRAIN_PROMPTS], train_set.answers[:FIXED_TRAIN_PROMPTS])
     if cfg.sft_checkpoint:
         load_sft(model, cfg)
     else:
-        sft_history = run_sft(model, train_set, cfg, gen)
+        sft_history = run_sft(model, train_set, cfg, gen, check=lambda: evaluate(model, task, fixed, cfg)["accuracy"])
     torch.save(model.state_dict(), run_dir / "sft.pt")
     timings["sft_s"] = time.perf_counter() - t0
 
     before = evaluate(model, task, test_set, cfg)
-    fixed = TaskBatch(train_set.prompts[:FIXED_TRAIN_PROMPTS], train_set.answers[:FIXED_TRAIN_PROMPTS])
     before["train_reward"] = evaluate(model, task, fixed, cfg)["accuracy"]
     sample_bytes = measure_sample_bytes(model, task, train_set, cfg)
     if cfg.num_workers > 1 and make_parallel is None:
@@ -126,6 +126,7 @@ def train(cfg: RLConfig, run_dir: str | Path, progress: bool = True, on_step: Ca
         "peak_saved_bytes": peak_saved,
         "timings": timings,
         "sft_loss": sft_history[-1] if sft_history else None,
+        "sft_steps_run": len(sft_history),
         "history": history,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
