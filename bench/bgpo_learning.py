@@ -89,6 +89,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 torch thread each)")
     p.add_argument("--arms", default="all", help="comma-separated arm indices (0-4) or all")
     p.add_argument("--throughput-steps", type=int, default=3, help="RL steps of the 1- and 2-worker throughput runs (0 = skip)")
+    p.add_argument("--prompts-per-step", type=int, default=None, help="unset = the hsp rl default")
     p.add_argument("--work-dir", default="runs/bgpo_learning")
     p.add_argument("--out", default=str(RESULTS / "bgpo_learning"))
     args = p.parse_args()
@@ -98,6 +99,8 @@ def main() -> None:
         chosen = [chosen[int(i)] for i in args.arms.split(",")]
     work = Path(args.work_dir)
     common = dict(task="sudoku4", steps=args.steps, eval_every=args.eval_every, num_threads=1)
+    if args.prompts_per_step:
+        common["prompts_per_step"] = args.prompts_per_step
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         # SFT once per seed (steps=0: warm-up, evaluation, sft.pt)
@@ -122,7 +125,8 @@ def measure_throughput(args: argparse.Namespace, work: Path, seed: int) -> dict:
     out = {}
     for workers in (1, 2):
         run_dir = work / f"throughput-w{workers}"
-        argv = ["rl", "--seed", str(seed), "--steps", str(args.throughput_steps), "--eval-every", "0", "--num-workers", str(workers),
+        size = ["--prompts-per-step", str(args.prompts_per_step)] if args.prompts_per_step else []
+        argv = ["rl", *size, "--seed", str(seed), "--steps", str(args.throughput_steps), "--eval-every", "0", "--num-workers", str(workers),
                 "--sft-checkpoint", str(work / f"sft-{seed}" / "sft.pt"), "--no-progress", "--run-dir", str(run_dir)]
         if cli(argv) != 0:
             raise RuntimeError(f"hsp {' '.join(argv)} failed")
@@ -154,7 +158,8 @@ def write(args, seeds, chosen, results, tput, wall_s) -> None:
             f"{statistics.mean(d['entropy_first'] for d in diag):.3f} -> {statistics.mean(d['entropy_last'] for d in diag):.3f} | "
             f"{statistics.mean(r['timings']['rl_s'] for r in rs):.0f} |")
     command = f"python bench/bgpo_learning.py --seeds {args.seeds} --steps {args.steps} --eval-every {args.eval_every} " \
-              f"--budget-samples {args.budget_samples} --jobs {args.jobs} --arms {args.arms} --throughput-steps {args.throughput_steps}"
+              f"--budget-samples {args.budget_samples} --jobs {args.jobs} --arms {args.arms} --throughput-steps {args.throughput_steps}" \
+              + (f" --prompts-per-step {args.prompts_per_step}" if args.prompts_per_step else "")
     any_run = next(iter(results.values()))
     cfg = any_run["config"]
     md = ["# BGPO learning benchmark (Sudoku 4x4, CPU)", "",
