@@ -90,6 +90,8 @@ def main() -> None:
     p.add_argument("--arms", default="all", help="comma-separated arm indices (0-4) or all")
     p.add_argument("--throughput-steps", type=int, default=3, help="RL steps of the 1- and 2-worker throughput runs (0 = skip)")
     p.add_argument("--prompts-per-step", type=int, default=None, help="unset = the hsp rl default")
+    p.add_argument("--sft-dirs", default=None, metavar="PATTERN",
+                   help="reuse sft.pt + summary.json of earlier default `hsp rl` runs, e.g. runs/rl-{seed} (their SFT is this bench's)")
     p.add_argument("--work-dir", default="runs/bgpo_learning")
     p.add_argument("--out", default=str(RESULTS / "bgpo_learning"))
     args = p.parse_args()
@@ -104,21 +106,25 @@ def main() -> None:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         # SFT once per seed (steps=0: warm-up, evaluation, sft.pt)
-        sft = {s: pool.submit(run_one, dict(common, seed=s, steps=0), str(work / f"sft-{s}")) for s in seeds}
-        sft = {s: f.result() for s, f in sft.items()}
+        sft_dir = {s: Path(args.sft_dirs.format(seed=s)) if args.sft_dirs else work / f"sft-{s}" for s in seeds}
+        if args.sft_dirs:
+            sft = {s: json.loads((sft_dir[s] / "summary.json").read_text()) for s in seeds}
+        else:
+            sft = {s: pool.submit(run_one, dict(common, seed=s, steps=0), str(sft_dir[s])) for s in seeds}
+            sft = {s: f.result() for s, f in sft.items()}
         jobs = {}
         for s in seeds:
             for name, over in chosen:
-                cfg = dict(common, seed=s, sft_checkpoint=str(work / f"sft-{s}" / "sft.pt"),
+                cfg = dict(common, seed=s, sft_checkpoint=str(sft_dir[s] / "sft.pt"),
                            act_budget_bytes=args.budget_samples * sft[s]["sample_bytes"], **over)
                 jobs[name, s] = pool.submit(run_one, cfg, str(work / f"{name.split(' (')[0].replace(' ', '_').replace(',', '')}-{s}"))
         results = {k: f.result() for k, f in jobs.items()}
     wall = time.perf_counter() - t0
-    tput = measure_throughput(args, work, seeds[0]) if args.throughput_steps else {}
+    tput = measure_throughput(args, work, sft_dir[seeds[0]], seeds[0]) if args.throughput_steps else {}
     write(args, seeds, chosen, results, tput, wall)
 
 
-def measure_throughput(args: argparse.Namespace, work: Path, seed: int) -> dict:
+def measure_throughput(args: argparse.Namespace, work: Path, sft_dir: Path, seed: int) -> dict:
     """Rollout tokens/s of `hsp rl` with 1 and 2 workers (one at a time, the same SFT start)."""
     from cluster.cli import main as cli
 
@@ -127,7 +133,7 @@ def measure_throughput(args: argparse.Namespace, work: Path, seed: int) -> dict:
         run_dir = work / f"throughput-w{workers}"
         size = ["--prompts-per-step", str(args.prompts_per_step)] if args.prompts_per_step else []
         argv = ["rl", *size, "--seed", str(seed), "--steps", str(args.throughput_steps), "--eval-every", "0", "--num-workers", str(workers),
-                "--sft-checkpoint", str(work / f"sft-{seed}" / "sft.pt"), "--no-progress", "--run-dir", str(run_dir)]
+                "--sft-checkpoint", str(sft_dir / "sft.pt"), "--no-progress", "--run-dir", str(run_dir)]
         if cli(argv) != 0:
             raise RuntimeError(f"hsp {' '.join(argv)} failed")
         s = json.loads((run_dir / "summary.json").read_text())
@@ -159,7 +165,8 @@ def write(args, seeds, chosen, results, tput, wall_s) -> None:
             f"{statistics.mean(r['timings']['rl_s'] for r in rs):.0f} |")
     command = f"python bench/bgpo_learning.py --seeds {args.seeds} --steps {args.steps} --eval-every {args.eval_every} " \
               f"--budget-samples {args.budget_samples} --jobs {args.jobs} --arms {args.arms} --throughput-steps {args.throughput_steps}" \
-              + (f" --prompts-per-step {args.prompts_per_step}" if args.prompts_per_step else "")
+              + (f" --prompts-per-step {args.prompts_per_step}" if args.prompts_per_step else "") \
+              + (f" --sft-dirs {args.sft_dirs}" if args.sft_dirs else "")
     any_run = next(iter(results.values()))
     cfg = any_run["config"]
     md = ["# BGPO learning benchmark (Sudoku 4x4, CPU)", "",
