@@ -1,12 +1,13 @@
 """`hsp rl`: SFT warm-up + RL (BGPO or a baseline) of a masked-diffusion LM on a verifiable task.
 
-Example (a few minutes on 2 CPU cores):
+The default recipe (docs/rl.md: SFT to a weak start, 100 BGPO steps of 64 prompts x 8):
 
-    hsp rl --task sudoku4 --algo bgpo --mc-samples 16 --group-size 8 --steps 30 --run-dir runs/rl
+    hsp rl --seed 0 --run-dir runs/rl
+    hsp rl --seed 0 --advantage-control shuffle --run-dir runs/rl-shuffled   # no-signal control
 
 Data-parallel on Ray workers (an embedded local Ray, or --address to join a cluster):
 
-    hsp rl --num-workers 2 --prompts-per-step 4 --run-dir runs/rl-dp
+    hsp rl --num-workers 2 --run-dir runs/rl-dp
 """
 
 from __future__ import annotations

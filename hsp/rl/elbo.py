@@ -48,15 +48,30 @@ def sample_masks(
     return masks, response_len / num_masked.double()
 
 
+def likelihood_temperature(temperature: float) -> float:
+    """The temperature the likelihood divides logits by: the sampler's T for T > 0.
+    T = 0 (greedy rollouts) has no density to match (argmax is a point mass), so the
+    likelihood uses T = 1, the model's own distribution."""
+    return temperature if temperature > 0 else 1.0
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[target]: the per-token log-probability of the policy that
+    sampled with temperature T (see likelihood_temperature). logits (K, L, V) -> (K, L)."""
+    scaled = logits if temperature == 1.0 else logits / temperature
+    return torch.log_softmax(scaled, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+
+
 def elbo_terms(
     logits: torch.Tensor,
     targets: torch.Tensor,
     masks: torch.Tensor,
     weights: torch.Tensor,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Per-sample ELBO terms l_j. logits (K, L, V) at response positions, targets (K, L),
-    masks (K, L) bool, weights (K,) -> (K,)."""
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)  # (K, L)
+    masks (K, L) bool, weights (K,) -> (K,); token log-probs at `temperature`."""
+    logp = token_logprobs(logits, targets, temperature)  # (K, L)
     return weights.to(logp.dtype) * (logp * masks).sum(dim=-1)
 
 

@@ -65,9 +65,27 @@ def rollout(model: DiffusionLM, task: Task, train: TaskBatch, cfg: RLConfig, ste
     own = step_generator(cfg.seed, step, rank + 1)
     responses = generate(model, prompts, sampler_config(cfg, task, cfg.temperature), own)
     rewards = task.reward(prompts, responses)  # (p*G,)
-    adv = losses.group_advantages(rewards.view(hi - lo, group)).flatten()
+    adv = losses.group_advantages(rewards.view(hi - lo, group))
+    if cfg.advantage_control == "shuffle":
+        adv = shuffle_within_groups(adv, own)
+    adv = adv.flatten()
     rows = (lo * group, cfg.prompts_per_step * group)
     return Rollouts(prompts, responses, adv), rewards, rows, shared
+
+
+def shuffle_within_groups(adv: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each row (a group) of adv (P, G) permuted independently: the same advantage values,
+    hence the same update size, decoupled from which response earned them."""
+    perm = torch.rand(adv.shape, generator=generator).argsort(dim=1)
+    return adv.gather(1, perm)
+
+
+def group_diagnostics(rewards: torch.Tensor, group_size: int) -> dict:
+    """Sums over this rank's groups (P = rewards.numel() / G) of: 1 if all G rewards are
+    equal (zero advantage, no signal), and the within-group reward std."""
+    groups = rewards.view(-1, group_size)
+    tied = (groups == groups[:, :1]).all(dim=1).double()
+    return {"tied_groups": float(tied.sum()), "group_std": float(groups.std(dim=1, unbiased=False).sum())}
 
 
 def evaluate(model: DiffusionLM, task: Task, test: TaskBatch, cfg: RLConfig) -> dict:

@@ -10,6 +10,17 @@ and backwards each chunk before building the next:
   exp(mean_j d_j) couples them; a unit needs n_t times the bytes of one sample.
 - ``diffu-grpo``: a unit is one response, one forward pass with the response masked.
 
+The likelihood is that of the sampling policy: token log-probs use softmax(logits / T)
+with the rollout temperature T (T = 0, greedy rollouts, uses T = 1; see
+hsp.rl.elbo.likelihood_temperature), so the first pass is exactly on-policy for any T.
+
+With a reference policy and kl_coef > 0, each unit's loss also gets kl_coef times its
+share of a KL(pi_theta || pi_ref) estimate on the unit's *own* masks: per masked token
+the k3 estimator exp(r) - r - 1, r = log pi_ref - log pi_theta (>= 0, unbiased for the
+token KL under pi_theta's samples), weighted like the ELBO term (w / n_t). The
+reference's log-probs are computed under no_grad, so they save nothing for backward and
+BGPO's memory stays flat in n_t.
+
 The rollout policy's terms (l_old) are not recomputed: the first pass over a batch runs
 with the rollout parameters, so its detached values *are* l_old (d = 0 exactly, the
 gradient is the on-policy one); later inner passes reuse them on the same masks.
@@ -24,7 +35,7 @@ import torch
 from hsp.accumulate import accumulate_backward
 from hsp.rl import losses
 from hsp.rl.diffusion import DiffusionLM
-from hsp.rl.elbo import elbo_terms, sample_masks
+from hsp.rl.elbo import likelihood_temperature, sample_masks, token_logprobs
 from hsp.engine.memory import measure_saved_bytes
 from hsp.rl.names import ALGOS
 
@@ -56,6 +67,9 @@ class PolicyUpdate:
         clip_eps: float = 0.2,
         prompt_mask_prob: float = 0.15,
         global_rows: tuple[int, int] | None = None,
+        temperature: float = 1.0,
+        reference: DiffusionLM | None = None,
+        kl_coef: float = 0.0,
     ):
         """global_rows=(first, total): `rollouts` are rows [first, first + N) of a step
         batch of `total` rows split over data-parallel ranks. Masks are drawn for all
@@ -68,6 +82,13 @@ class PolicyUpdate:
             raise ValueError(f"diffu-grpo uses one sample per response, got num_samples={num_samples}; pass 1")
         self.model, self.algo, self.r = model, algo, rollouts
         self.num_samples, self.clip_eps = num_samples, clip_eps
+        if kl_coef < 0 or (kl_coef > 0 and reference is None):
+            raise ValueError(f"kl_coef={kl_coef} needs kl_coef >= 0, and a reference policy when > 0")
+        self.temperature = likelihood_temperature(temperature)
+        self.reference, self.kl_coef = (reference, kl_coef) if kl_coef > 0 else (None, 0.0)
+        self.entropy_sum, self.entropy_tokens, self.kl_sum = 0.0, 0, 0.0
+        """Diagnostics of the first pass: predictive entropy (nats) summed over the masked
+        tokens scored, their count, and the KL estimate summed over passes (per response, before kl_coef)."""
         n, length = rollouts.responses.shape
         first, total = global_rows if global_rows is not None else (0, n)
         if first < 0 or first + n > total:
@@ -104,16 +125,47 @@ class PolicyUpdate:
         return measure_saved_bytes(lambda: self._sample_terms([0], [0]).sum(), self.model.parameters())
 
     # ------------------------------------------------------------- forward
+    def _token_logprobs(self, model: DiffusionLM, rows: list[int], cols: list[int]) -> torch.Tensor:
+        """(K, L) log-probs at the rollout temperature of the response tokens of
+        (response rows[k], sample cols[k]) under that sample's masks."""
+        prompts = self.r.prompts[rows]
+        prompts = torch.where(self.prompt_masks[rows], torch.full_like(prompts, model.mask_id), prompts)
+        responses, masks = self.r.responses[rows], self.masks[rows, cols]
+        logits = model.response_logits(prompts, responses, masks)  # (K, L, V)
+        return token_logprobs(logits, responses, self.temperature), logits
+
+    def _record_entropy(self, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        """Adds the masked positions' entropy of softmax(logits / T) (detached) to the
+        first pass's diagnostics; an entropy collapse shows why groups stop differing."""
+        if torch.isnan(self.old).any():
+            with torch.no_grad():
+                logp = torch.log_softmax(logits.detach() / self.temperature, dim=-1)
+                ent = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)  # (K, L); the -inf mask logit gives 0 * -inf
+                self.entropy_sum += float((ent * masks).sum())
+                self.entropy_tokens += int(masks.sum())
     def _sample_terms(self, rows: list[int], cols: list[int]) -> torch.Tensor:
         """(K,) ELBO terms l_theta for (response rows[k], sample cols[k]); (K, L) token
         log-probs for diffu-grpo."""
-        prompts = self.r.prompts[rows]
-        prompts = torch.where(self.prompt_masks[rows], torch.full_like(prompts, self.model.mask_id), prompts)
-        responses, masks = self.r.responses[rows], self.masks[rows, cols]
-        logits = self.model.response_logits(prompts, responses, masks)  # (K, L, V)
+        return self._terms_and_kl(rows, cols)[0]
+
+    def _terms_and_kl(self, rows: list[int], cols: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """_sample_terms' values and each unit's KL estimate ((K,), None without a
+        reference): ELBO-weighted sums over masked tokens / n_t, or for diffu-grpo the
+        mean over the response's tokens."""
+        logp, logits = self._token_logprobs(self.model, rows, cols)  # (K, L)
+        masks = self.masks[rows, cols]
+        self._record_entropy(logits, masks)
+        weights = self.weights[rows, cols].to(logp.dtype)
+        terms = logp if self.algo == "diffu-grpo" else weights * (logp * masks).sum(dim=-1)
+        if self.reference is None:
+            return terms, None
+        with torch.no_grad():
+            ref = self._token_logprobs(self.reference, rows, cols)[0].to(logp.dtype)
+        r = ref - logp
+        k3 = torch.exp(r) - r - 1.0  # (K, L)
         if self.algo == "diffu-grpo":
-            return torch.log_softmax(logits, -1).gather(-1, responses[..., None]).squeeze(-1)
-        return elbo_terms(logits, responses, masks, self.weights[rows, cols])
+            return terms, k3.mean(dim=-1)
+        return terms, weights * (k3 * masks).sum(dim=-1) / self.num_samples
 
     def _old(self, values: torch.Tensor, rows: list[int], cols: list[int] | None) -> torch.Tensor:
         """The rollout policy's values (detached), recorded on the first pass.
@@ -132,19 +184,26 @@ class PolicyUpdate:
         n, adv = self.total_rows, self.r.advantages
         if self.algo == "bgpo":
             rows, cols = [u[0] for u in units], [u[1] for u in units]
-            terms = self._sample_terms(rows, cols)  # (K,)
+            terms, kl = self._terms_and_kl(rows, cols)  # (K,)
             d = terms - self._old(terms, rows, cols)
-            return -losses.bgpo_terms(d, adv[rows].to(d.dtype), self.num_samples).sum() / n
-        rows = list(units)
-        if self.algo == "full-elbo":
-            k, m = len(rows), self.num_samples
-            flat_rows = [i for i in rows for _ in range(m)]
-            flat_cols = [j for _ in rows for j in range(m)]
-            terms = self._sample_terms(flat_rows, flat_cols).view(k, m)  # (K*n_t,) -> (K, n_t)
-            d = terms - self._old(terms, rows, None)
-            return losses.full_elbo_loss(d, adv[rows].to(d.dtype), num_responses=n)
-        logp = self._sample_terms(rows, [0] * len(rows))  # (K, L)
-        return losses.diffu_grpo_loss(logp, self._old(logp, rows, None), adv[rows].to(logp.dtype), self.clip_eps, num_responses=n)
+            loss = -losses.bgpo_terms(d, adv[rows].to(d.dtype), self.num_samples).sum() / n
+        else:
+            rows = list(units)
+            if self.algo == "full-elbo":
+                k, m = len(rows), self.num_samples
+                flat_rows = [i for i in rows for _ in range(m)]
+                flat_cols = [j for _ in rows for j in range(m)]
+                terms, kl = self._terms_and_kl(flat_rows, flat_cols)
+                terms = terms.view(k, m)  # (K*n_t,) -> (K, n_t)
+                d = terms - self._old(terms, rows, None)
+                loss = losses.full_elbo_loss(d, adv[rows].to(d.dtype), num_responses=n)
+            else:
+                logp, kl = self._terms_and_kl(rows, [0] * len(rows))  # (K, L)
+                loss = losses.diffu_grpo_loss(logp, self._old(logp, rows, None), adv[rows].to(logp.dtype), self.clip_eps, num_responses=n)
+        if kl is None:
+            return loss
+        self.kl_sum += float(kl.detach().sum()) / n
+        return loss + self.kl_coef * kl.sum() / n
 
     def backward(self, budget_bytes: int, sample_bytes: int) -> float:
         """Accumulate this batch's gradient into .grad; returns the loss value."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import torch
 
@@ -38,7 +39,10 @@ def build_model(cfg: RLConfig, task: Task) -> DiffusionLM:
     return DiffusionLM(model_config(cfg, task), mask_id=MASK)
 
 
-def run_sft(model: DiffusionLM, train: TaskBatch, cfg: RLConfig, gen: torch.Generator) -> list[float]:
+def run_sft(model: DiffusionLM, train: TaskBatch, cfg: RLConfig, gen: torch.Generator,
+            check: Callable[[], float] | None = None) -> list[float]:
+    """SFT losses per step. `check` (greedy accuracy on fixed training prompts) runs every
+    cfg.sft_check_every steps; SFT stops once it reaches cfg.sft_stop_accuracy."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / max(1, cfg.sft_steps))))
     history = []
@@ -51,6 +55,8 @@ def run_sft(model: DiffusionLM, train: TaskBatch, cfg: RLConfig, gen: torch.Gene
         opt.step()
         sched.step()
         history.append(float(loss.detach()))
+        if check is not None and cfg.sft_check_every and len(history) % cfg.sft_check_every == 0 and check() >= cfg.sft_stop_accuracy:
+            break
     return history
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from cluster.cli import main
 
 MODEL = ["--steps", "2", "--group-size", "2", "--prompts-per-step", "2", "--train-items", "32", "--test-items", "8",
@@ -44,3 +46,25 @@ def test_rl_cli_countdown(tmp_path):
     assert main(["rl", "--task", "countdown", "--run-dir", str(tmp_path), *TINY]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config"]["task"] == "countdown" and len(summary["history"]) == 2
+
+
+def test_rl_cli_shuffled_control_and_kl_record_diagnostics(tmp_path):
+    run_dir = tmp_path / "ctl"
+    assert main(["rl", "--advantage-control", "shuffle", "--kl-coef", "0.1", "--eval-every", "1", "--run-dir", str(run_dir), *TINY]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["config"]["advantage_control"] == "shuffle" and summary["config"]["kl_coef"] == 0.1
+    for record in summary["history"]:
+        assert 0.0 <= record["tied_group_share"] <= 1.0 and record["group_reward_std"] >= 0.0
+        assert record["entropy"] > 0.0 and record["kl"] >= 0.0 and 0.0 <= record["train_reward"] <= 1.0
+    assert summary["history"][1]["kl"] > 0.0  # one update away from the reference
+    assert 0.0 <= summary["test_before"]["train_reward"] <= 1.0
+
+
+def test_rl_cli_recipe_errors(tmp_path, capsys):
+    assert main(["rl", "--kl-coef", "-1", "--run-dir", str(tmp_path), *TINY]) == 2
+    assert "kl_coef=-1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a choices error from argparse
+        main(["rl", "--advantage-control", "random", "--run-dir", str(tmp_path), *TINY])
+    assert exit_info.value.code == 2 and "none, shuffle" in capsys.readouterr().err
+    assert main(["rl", "--sft-stop-accuracy", "0", "--run-dir", str(tmp_path), *TINY]) == 2
+    assert "sft_stop_accuracy=0.0" in capsys.readouterr().err

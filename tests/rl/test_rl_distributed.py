@@ -11,7 +11,7 @@ from hsp.engine.rank import Rank
 from hsp.model.config import ModelConfig
 from hsp.rl.config import RLConfig
 from hsp.rl.rollout import rollout, shard_range
-from hsp.rl.step import RLRankSpec, data_parallel_update, rl_step
+from hsp.rl.step import RLRankSpec, data_parallel_update, frozen_copy, rl_step
 from hsp.rl.tasks import get_task
 from hsp.rl.update import PolicyUpdate, Rollouts
 from hsp.rl.warmup import build_model, task_splits
@@ -23,7 +23,8 @@ ALGOS = {"bgpo": N_T, "full-elbo": N_T, "diffu-grpo": 1}
 
 def _cfg(algo: str, **kw) -> RLConfig:
     # two inner steps: the second is off-policy, on the l_old recorded in the first;
-    # no clipping, so a wrongly scaled gradient would show in the parameters
+    # no clipping, so a wrongly scaled gradient would show in the parameters; the KL
+    # penalty to a reference with other weights is on, so its share is checked too
     return RLConfig(algo=algo, mc_samples=ALGOS[algo], group_size=G, prompts_per_step=P, inner_steps=2, max_grad_norm=1e9, **kw)
 
 
@@ -36,8 +37,10 @@ def _reference(algo: str) -> tuple[float, torch.Tensor]:
     """The one-process update on all P*G rollouts (SGD: the step is proportional to the gradient)."""
     model, rollouts = tiny_model(3), make_rollouts(P, G, seed=4)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss, _ = rl_step(model, opt, rollouts, _cfg(algo), torch.Generator().manual_seed(MASK_SEED), _sample_bytes(model, algo))
-    return loss, torch.cat([p.detach().flatten() for p in model.parameters()])
+    stats = rl_step(model, opt, rollouts, _cfg(algo), torch.Generator().manual_seed(MASK_SEED), _sample_bytes(model, algo),
+                    reference=frozen_copy(tiny_model(5)))
+    assert stats.kl > 0
+    return stats.loss, torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 def _rank(rank: int, world_size: int, rendezvous: str) -> dict:
@@ -54,9 +57,9 @@ def _rank(rank: int, world_size: int, rendezvous: str) -> dict:
         lo, hi = shard_range(P, rank, world_size)
         mine = Rollouts(rollouts.prompts[lo * G : hi * G], rollouts.responses[lo * G : hi * G], rollouts.advantages[lo * G : hi * G])
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        loss, _, (count,) = data_parallel_update(host, model, opt, mine, (lo * G, P * G), _cfg(algo), torch.Generator().manual_seed(MASK_SEED),
-                                                 _sample_bytes(model, algo), scalars=(float(hi - lo),))
-        out[algo] = (loss, count, torch.cat([p.detach().flatten() for p in model.parameters()]))
+        stats, (count,) = data_parallel_update(host, model, opt, mine, (lo * G, P * G), _cfg(algo), torch.Generator().manual_seed(MASK_SEED),
+                                               _sample_bytes(model, algo), scalars=(float(hi - lo),), reference=frozen_copy(tiny_model(5)))
+        out[algo] = (stats.loss, count, torch.cat([p.detach().flatten() for p in model.parameters()]))
     # a real step (rollouts on each rank's own prompts) keeps the ranks' weights identical
     record = worker.step(0)
     out["step"] = (record, torch.cat([p.detach().flatten() for p in host.model.parameters()]), worker.evaluate())
@@ -77,6 +80,8 @@ def test_rl_data_parallel_update_equals_single_process():
     (rec0, params0, eval0), (rec1, params1, eval1) = results[0]["step"], results[1]["step"]
     assert torch.equal(params0, params1)
     assert rec0["reward"] == rec1["reward"] and 0.0 <= rec0["reward"] <= 1.0
+    assert rec0 == {**rec1, "rollout_s": rec0["rollout_s"]}  # the diagnostics are the whole step's
+    assert 0.0 <= rec0["tied_group_share"] <= 1.0 and rec0["entropy"] > 0 and rec0["kl"] == 0.0  # step 0: still the reference
     assert eval0 == eval1 and 0.0 <= eval0["accuracy"] <= 1.0
 
 

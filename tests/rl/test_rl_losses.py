@@ -82,3 +82,16 @@ def test_rl_diffu_grpo_loss_on_policy_and_clipping():
     old = logp.detach() - 1.0
     (grad,) = torch.autograd.grad(losses.diffu_grpo_loss(logp, old, torch.ones(4, dtype=torch.float64)), theta)
     assert torch.count_nonzero(grad) == 0
+
+
+def test_rl_shuffled_advantages_keep_each_group_and_move_them():
+    from hsp.rl.rollout import group_diagnostics, shuffle_within_groups
+
+    rewards = torch.tensor([[0.0, 1.0, 1.0, 0.5], [1.0, 1.0, 1.0, 1.0], [0.25, 0.0, 0.75, 1.0]], dtype=torch.float64)
+    adv = losses.group_advantages(rewards)
+    shuffled = shuffle_within_groups(adv, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(shuffled.sort(dim=1).values, adv.sort(dim=1).values, rtol=0, atol=0)
+    assert not torch.equal(shuffled, adv)
+    diag = group_diagnostics(rewards.flatten(), group_size=4)
+    assert diag["tied_groups"] == 1.0
+    assert abs(diag["group_std"] - float(rewards.std(dim=1, unbiased=False).sum())) < 1e-12

@@ -24,7 +24,7 @@ def _step_params(prob: float) -> torch.Tensor:
     """Parameters after one SGD rl_step of diffu-grpo with this prompt_mask_prob."""
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    cfg = RLConfig(algo="diffu-grpo", prompt_mask_prob=prob, max_grad_norm=1e9)
+    cfg = RLConfig(algo="diffu-grpo", prompt_mask_prob=prob, max_grad_norm=1e9, kl_coef=0.0)
     rl_step(model, opt, make_rollouts(num_prompts=4, prompt_len=6), cfg, torch.Generator().manual_seed(0), sample_bytes=1)
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
