@@ -146,13 +146,15 @@ class RLProgram:
         batch, rewards, rows, shared = rollout(rank.model, self.task, self.train_set, self.cfg, step, rank.rank, rank.world_size)
         rollout_s = time.perf_counter() - t
         diag = group_diagnostics(rewards, self.cfg.group_size)
+        t = time.perf_counter()
         stats, (reward_sum,) = data_parallel_update(rank, rank.model, rank.optimizer, batch, rows, self.cfg, shared,
                                                     self.sample_bytes, scalars=(float(rewards.sum()),), reference=self.reference)
         tied, std_sum, ent_sum, ent_tokens, kl = rank.sum_scalars(
             [diag["tied_groups"], diag["group_std"], stats.entropy_sum, float(stats.entropy_tokens), stats.kl])
+        update_s = time.perf_counter() - t
         rank.step += 1
         groups = self.cfg.prompts_per_step
-        return {"reward": reward_sum / rows[1], "loss": stats.loss, "rollout_s": rollout_s,
+        return {"reward": reward_sum / rows[1], "loss": stats.loss, "rollout_s": rollout_s, "update_s": update_s,
                 "peak_saved_bytes": rank.max_scalar(stats.peak_saved_bytes), "tied_group_share": tied / groups,
                 "group_reward_std": std_sum / groups, "entropy": ent_sum / max(1.0, ent_tokens), "kl": kl}
 

@@ -32,7 +32,7 @@ from hsp.rl.warmup import build_model, load_sft, run_sft, task_splits
 
 
 class Policy(Protocol):
-    """Where RL steps run: `step` returns the step's record (reward, loss, rollout_s,
+    """Where RL steps run: `step` returns the step's record (reward, loss, rollout_s, update_s,
     peak_saved_bytes), `evaluate` the test metrics of the current weights."""
 
     def step(self, step: int) -> dict: ...

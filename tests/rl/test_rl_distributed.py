@@ -80,7 +80,7 @@ def test_rl_data_parallel_update_equals_single_process():
     (rec0, params0, eval0), (rec1, params1, eval1) = results[0]["step"], results[1]["step"]
     assert torch.equal(params0, params1)
     assert rec0["reward"] == rec1["reward"] and 0.0 <= rec0["reward"] <= 1.0
-    assert rec0 == {**rec1, "rollout_s": rec0["rollout_s"]}  # the diagnostics are the whole step's
+    assert rec0 == {**rec1, "rollout_s": rec0["rollout_s"], "update_s": rec0["update_s"]}  # the diagnostics are the whole step's
     assert 0.0 <= rec0["tied_group_share"] <= 1.0 and rec0["entropy"] > 0 and rec0["kl"] == 0.0  # step 0: still the reference
     assert eval0 == eval1 and 0.0 <= eval0["accuracy"] <= 1.0
 
