@@ -117,6 +117,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="sudoku4")
     p.add_argument("--sft-steps", type=int, default=None, help="unset = the hsp rl default (Countdown needs ~2000)")
+    p.add_argument("--test-items", type=int, default=None,
+                   help="test items generated (unset = the hsp rl default); Countdown drops more train overlaps: 540 keeps >= 512")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=100, help="RL steps per arm")
     p.add_argument("--eval-every", type=int, default=25)
@@ -141,6 +143,8 @@ def main() -> None:
         common["prompts_per_step"] = args.prompts_per_step
     if args.sft_steps is not None:
         common["sft_steps"] = args.sft_steps
+    if args.test_items is not None:
+        common["test_items"] = args.test_items
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         # SFT once per seed (steps=0: warm-up, evaluation, sft.pt)
@@ -215,6 +219,7 @@ def write(args, seeds, chosen, results, tput, wall_s, sft_runs) -> None:
     command = f"python bench/bgpo_learning.py --task {args.task} --seeds {args.seeds} --steps {args.steps} --eval-every {args.eval_every} " \
               f"--budget-samples {args.budget_samples} --jobs {args.jobs} --arms {args.arms} --throughput-steps {args.throughput_steps}" \
               + (f" --sft-steps {args.sft_steps}" if args.sft_steps is not None else "") \
+              + (f" --test-items {args.test_items}" if args.test_items is not None else "") \
               + (f" --prompts-per-step {args.prompts_per_step}" if args.prompts_per_step else "") \
               + (f" --sft-dirs {args.sft_dirs}" if args.sft_dirs else "")
     any_run = next(iter(results.values()))
