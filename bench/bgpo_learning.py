@@ -22,7 +22,7 @@ arms run 2 at a time on the same machine. Plus rollout throughput (response toke
 rollout second) of short default runs with --num-workers 1 and 2 (Ray).
 
     .venv/bin/python bench/bgpo_learning.py --steps 100   # bench/results/bgpo_learning.{md,json,png}
-    .venv/bin/python bench/bgpo_learning.py --task countdown --sft-steps 2000 --arms 0,2,4 \
+    .venv/bin/python bench/bgpo_learning.py --task countdown --sft-steps 2000 --test-items 540 --arms 0,4 --throughput-steps 0 \
         --out bench/results/bgpo_learning_countdown
 """
 
