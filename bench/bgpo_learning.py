@@ -96,13 +96,14 @@ def curve(summary: dict) -> list[tuple[int, float, float, float]]:
     return points
 
 
-def at(points: list[tuple], x: float, key: int) -> float:
-    """Test accuracy of a curve at x (linear between evaluations) along coordinate `key`
-    (0 = step, 3 = compute seconds); x past the end is an error, not an extrapolation."""
+def at(points: list[tuple], x: float, key: int, value: int = 1) -> float:
+    """Coordinate `value` of a curve (1 = test accuracy, 0 = step) at x along coordinate
+    `key` (0 = step, 3 = compute seconds), linear between evaluations; x past the end is
+    an error, not an extrapolation."""
     for a, b in zip(points, points[1:]):
         if a[key] <= x <= b[key]:
             w = (x - a[key]) / (b[key] - a[key]) if b[key] > a[key] else 1.0
-            return a[1] + w * (b[1] - a[1])
+            return a[value] + w * (b[value] - a[value])
     raise ValueError(f"{x} is past the curve's end {points[-1][key]}")
 
 
@@ -206,7 +207,7 @@ def write(args, seeds, chosen, results, tput, wall_s, sft_runs) -> None:
         deltas = [at(c, n, 0) - r["test_accuracy_before"] for c, r in zip(curves, rs)]
         ends = [r["test_accuracy_after"] - r["test_accuracy_before"] for r in rs]
         diag = [diagnostics(r) for r in rs]
-        mean = lambda xs: statistics.mean(xs)  # noqa: E731
+        mean = statistics.mean
         lines.append(
             f"| {name} | {max(r['peak_saved_bytes'] for r in rs) / 2**20:.1f} | "
             f"{mean(r['test_accuracy_before'] for r in rs):.3f} | {mean(at(c, n, 0) for c in curves):.3f} | "
@@ -266,7 +267,7 @@ def equal_compute(chosen, seeds, results) -> list[str]:
             rows.append(f"| {s} | {sec:.0f} | {b[-1][1]:.3f} | diffu-GRPO ran only {d[-1][3]:.0f} s | - |")
             continue
         acc = at(d, sec, 3)
-        step = at([(p[3], p[0], 0, p[3]) for p in d], sec, 3)  # the step diffu-GRPO had reached at that second
+        step = at(d, sec, 3, value=0)  # the step diffu-GRPO had reached at that second
         diffs.append(b[-1][1] - acc)
         rows.append(f"| {s} | {sec:.0f} | {b[-1][1]:.3f} | {acc:.3f} (~{step:.0f}) | {b[-1][1] - acc:+.3f} |")
     return ["Equal compute (accuracy interpolated linearly between diffu-GRPO's evaluations):", "", *rows,

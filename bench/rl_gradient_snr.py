@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hsp.rl.config import RLConfig  # noqa: E402
-from hsp.rl.rollout import rollout, shuffle_within_groups  # noqa: E402
+from hsp.rl.rollout import group_diagnostics, rollout, shuffle_within_groups  # noqa: E402
 from hsp.rl.step import measure_sample_bytes  # noqa: E402
 from hsp.rl.update import PolicyUpdate, Rollouts  # noqa: E402
 from hsp.rl.warmup import build_model, load_sft, sft_loss, task_splits  # noqa: E402
@@ -78,9 +78,9 @@ def measure(seed: int, sft_path: str, batches: int) -> dict:
     tied, group_std = [], []
     for step in range(batches):
         batch, rewards, rows, shared = rollout(model, task, train, cfg, step)
-        groups = rewards.view(-1, cfg.group_size)
-        tied.append(float((groups == groups[:, :1]).all(1).double().mean()))
-        group_std.append(float(groups.std(1, unbiased=False).mean()))
+        diag = group_diagnostics(rewards, cfg.group_size)
+        tied.append(diag["tied_groups"] / cfg.prompts_per_step)
+        group_std.append(diag["group_std"] / cfg.prompts_per_step)
         grads["bgpo"].append(rl_grad(model, cfg, batch, rows, shared, sample_bytes))
         shuffled = shuffle_within_groups(batch.advantages.view(-1, cfg.group_size), torch.Generator().manual_seed(10_000 + step)).flatten()
         grads["shuffled"].append(rl_grad(model, cfg, dataclasses.replace(batch, advantages=shuffled), rows, shared, sample_bytes))
